@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs, with apt-get, every Debian package the build, the tests and `make run` need,
+# skipping the ones already present. Safe to run repeatedly; needs root only when
+# something is missing.
+set -eu
+
+PKGS="cmake ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
+libuv1-dev libssl-dev openssl libnghttp2-dev libjansson-dev libyaml-dev libsqlite3-dev
+libcurl4-openssl-dev node-llhttp libcmocka-dev
+python3 python3-pytest python3-requests curl prometheus ca-certificates procps"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing$missing"
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages and not root; install them with: apt-get install$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

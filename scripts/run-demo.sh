@@ -1,0 +1,96 @@
+#!/bin/sh
+# `make run`: a working deployment on loopback with the embedded SQLite store: a primary, an
+# Owner, and one workspace proxy ("newyork", over TLS with a certificate made here), started
+# with exactly the environment variables of the admin guide. Runs in the foreground; Ctrl-C
+# stops everything it started.
+set -eu
+cd "$(dirname "$0")/.."
+BIN=$(pwd)/build/coder
+STATE=$(pwd)/.run
+PRIMARY_ADDR=${PRIMARY_ADDR:-127.0.0.1:3000}
+PROXY_HTTP=${PROXY_HTTP:-127.0.0.1:3001}
+PROXY_TLS=${PROXY_TLS:-127.0.0.1:3444}
+EMAIL=admin@example.com
+USERNAME=admin
+PASSWORD=${CODER_DEMO_PASSWORD:-Demo-Password-1234!}
+mkdir -p "$STATE"
+
+# A CA and a certificate for the proxy, made once.
+if [ ! -f "$STATE/proxy.pem" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=coder-demo-ca" \
+        -keyout "$STATE/ca.key" -out "$STATE/ca.pem" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$STATE/proxy.key" -out "$STATE/proxy.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.newyork.localhost\n' > "$STATE/ext"
+    openssl x509 -req -in "$STATE/proxy.csr" -CA "$STATE/ca.pem" -CAkey "$STATE/ca.key" \
+        -CAcreateserial -days 365 -extfile "$STATE/ext" -out "$STATE/proxy.pem" >/dev/null 2>&1
+fi
+
+pids=""
+stop() {
+    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    echo "Stopped."
+}
+trap 'stop; exit 0' INT TERM
+
+export CODER_CONFIG_DIR="$STATE/client"
+# The primary health-checks the proxy over TLS, so it trusts the demo CA.
+SSL_CERT_FILE="$STATE/ca.pem" "$BIN" server --http-address "$PRIMARY_ADDR" --access-url "http://$PRIMARY_ADDR" \
+    --wildcard-access-url "*.primary.localhost" --global-config "$STATE/primary" \
+    > "$STATE/primary.log" 2>&1 &
+pids="$!"
+for _ in $(seq 1 100); do
+    curl -fsS "http://$PRIMARY_ADDR/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fsS "http://$PRIMARY_ADDR/healthz" >/dev/null || { cat "$STATE/primary.log"; stop; exit 1; }
+
+if [ ! -f "$CODER_CONFIG_DIR/session" ]; then
+    "$BIN" login "http://$PRIMARY_ADDR" --first-user-username "$USERNAME" \
+        --first-user-email "$EMAIL" --first-user-password "$PASSWORD" \
+        --first-user-full-name "Demo Admin" --first-user-trial=false >/dev/null
+fi
+
+if "$BIN" wsproxy ls -o json | grep -q '"name": "newyork"'; then
+    TOKEN=$("$BIN" wsproxy regenerate-token newyork --only-token)
+else
+    TOKEN=$("$BIN" wsproxy create --name=newyork --display-name="USA East" \
+        --icon="/emojis/2194.png" --only-token)
+fi
+
+CODER_PRIMARY_ACCESS_URL="http://$PRIMARY_ADDR" \
+CODER_PROXY_SESSION_TOKEN="$TOKEN" \
+CODER_HTTP_ADDRESS="$PROXY_HTTP" \
+CODER_TLS_ADDRESS="$PROXY_TLS" \
+CODER_ACCESS_URL="https://$PROXY_TLS" \
+CODER_WILDCARD_ACCESS_URL="*.newyork.localhost" \
+CODER_TLS_ENABLE=true \
+CODER_TLS_CLIENT_AUTH=none \
+CODER_TLS_CERT_FILE="$STATE/proxy.pem" \
+CODER_TLS_KEY_FILE="$STATE/proxy.key" \
+SSL_CERT_FILE="$STATE/ca.pem" \
+    "$BIN" wsproxy server > "$STATE/proxy.log" 2>&1 &
+pids="$pids $!"
+
+status=""
+for _ in $(seq 1 150); do
+    status=$("$BIN" wsproxy ls -c name,"proxy status" | awk '$1=="newyork"{print $2}')
+    [ "$status" = ok ] && break
+    sleep 0.2
+done
+
+cat <<MSG
+
+Coder is running on loopback (state in $STATE):
+
+  Primary (dashboard/API):  http://$PRIMARY_ADDR
+  Workspace proxy newyork:  https://$PROXY_TLS  (and http://$PROXY_HTTP; CA: $STATE/ca.pem)
+  Owner login:              $EMAIL / $PASSWORD   (username: $USERNAME)
+  CLI:                      export CODER_CONFIG_DIR=$STATE/client; $BIN wsproxy ls
+
+MSG
+"$BIN" wsproxy ls
+echo
+echo "Logs: $STATE/primary.log, $STATE/proxy.log.  Press Ctrl-C to stop."
+wait

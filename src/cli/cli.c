@@ -1,0 +1,332 @@
+#include "cli.h"
+#include "base/util.h"
+#include "http/client.h"
+#include "http/headers.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+int
+cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    /* One line, always: fold any line breaks a server message carried. */
+    for (char *p = msg; *p; p++) {
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    }
+    fprintf(stderr, "error: %s\n", msg);
+    free(msg);
+    return 1;
+}
+
+int
+cli_parse(struct cli *c, const char *usage, const char *desc, const struct conf_opt *opts,
+          size_t nopts, int argc, char **argv)
+{
+    size_t n;
+    char *err = NULL;
+    c->all = global_opts_append(opts, nopts, &c->g, &n);
+    c->cmd = (struct conf_cmd){.usage = usage, .short_desc = desc, .opts = c->all, .nopts = n};
+    if (conf_parse(&c->cmd, argc, argv, &c->res, &err) < 0) {
+        cli_fail("%s", err);
+        free(err);
+        return -1;
+    }
+    if (c->res.help) {
+        char *h = conf_help(&c->cmd);
+        fputs(h, stdout);
+        free(h);
+        return 0;
+    }
+    c->config_dir = global_config_dir(&c->g);
+    if (headers_build(&c->g.headers, c->g.header_command, &c->headers, &err) < 0) {
+        cli_fail("%s", err);
+        free(err);
+        return -1;
+    }
+    return 1;
+}
+
+void
+cli_fini(struct cli *c)
+{
+    conf_free_values(&c->cmd, &c->res);
+    free(c->all);
+    free(c->config_dir);
+    free(c->url);
+    free(c->token);
+    headers_free(c->headers);
+}
+
+char *
+cli_config_read(struct cli *c, const char *name)
+{
+    char *path = xasprintf("%s/%s", c->config_dir, name);
+    char *data = NULL;
+    int rc = file_read_all(path, 64 * 1024, &data, NULL);
+    free(path);
+    if (rc < 0)
+        return NULL;
+    char *t = str_trim_dup(data);
+    free(data);
+    if (*t == '\0') {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int
+cli_config_write(struct cli *c, const char *name, const char *value)
+{
+    if (dir_make_all(c->config_dir, 0750) < 0)
+        return -1;
+    char *path = xasprintf("%s/%s", c->config_dir, name);
+    int rc = file_write_atomic(path, value, strlen(value), 0600);
+    free(path);
+    return rc;
+}
+
+void
+cli_config_remove(struct cli *c, const char *name)
+{
+    char *path = xasprintf("%s/%s", c->config_dir, name);
+    unlink(path);
+    free(path);
+}
+
+static char *
+trim_url(const char *u)
+{
+    char *s = xstrdup(u);
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '/')
+        s[--n] = '\0';
+    return s;
+}
+
+int
+cli_require_session(struct cli *c)
+{
+    if (c->url == NULL) {
+        if (c->g.url && *c->g.url)
+            c->url = trim_url(c->g.url);
+        else {
+            char *u = cli_config_read(c, "url");
+            if (u) {
+                c->url = trim_url(u);
+                free(u);
+            }
+        }
+    }
+    if (c->token == NULL) {
+        if (c->g.token && *c->g.token)
+            c->token = xstrdup(c->g.token);
+        else
+            c->token = cli_config_read(c, "session");
+    }
+    if (c->url == NULL || c->token == NULL) {
+        fprintf(stderr, "You are not logged in. Try logging in using 'coder login <url>'.\n");
+        return -1;
+    }
+    return 0;
+}
+
+int
+cli_api_raw(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
+            long *status, char **err, bool *is_coder)
+{
+    char *url = xasprintf("%s%s", c->url, path);
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *tok = c->token ? xasprintf("Coder-Session-Token: %s", c->token) : NULL;
+    const char *mine[] = {"Accept: application/json", "User-Agent: coder-cli/" CODER_VERSION,
+                          payload ? "Content-Type: application/json" : NULL, NULL, NULL};
+    if (tok)
+        mine[payload ? 3 : 2] = tok;
+    char **hdrs = headers_concat((char *const *)mine, (const char *const *)c->headers);
+    struct http_client_req req = {.method = method,
+                                  .url = url,
+                                  .headers = (const char *const *)hdrs,
+                                  .body = payload,
+                                  .body_len = payload ? strlen(payload) : 0,
+                                  .timeout_ms = 30000};
+    struct http_client_resp resp;
+    http_client_resp_init(&resp);
+    int rc = http_client_do(&req, &resp);
+    *out = NULL;
+    if (rc < 0) {
+        *err = xstrdup(resp.error ? resp.error : "request failed");
+    } else {
+        *status = resp.status;
+        if (is_coder)
+            *is_coder = http_client_resp_header(&resp, "X-Coder-Build-Version") != NULL;
+        if (resp.body.len)
+            *out = json_loadb(resp.body.data, resp.body.len, 0, NULL);
+    }
+    http_client_resp_fini(&resp);
+    headers_free(hdrs);
+    free(tok);
+    free(payload);
+    free(url);
+    return rc;
+}
+
+int
+cli_api(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
+        long *status)
+{
+    char *err = NULL;
+    long st = 0;
+    json_t *j = NULL;
+    if (cli_api_raw(c, method, path, body, &j, &st, &err, NULL) < 0) {
+        cli_fail("%s", err);
+        free(err);
+        return -1;
+    }
+    if (st >= 200 && st < 300) {
+        *out = j;
+        if (status)
+            *status = st;
+        return 0;
+    }
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    const char *detail = json_string_value(json_object_get(j, "detail"));
+    json_t *vals = json_object_get(j, "validations");
+    const char *vdetail = json_string_value(json_object_get(json_array_get(vals, 0), "detail"));
+    if (detail == NULL || *detail == '\0')
+        detail = vdetail;
+    if (msg && detail && *detail)
+        cli_fail("%s: %s", msg, detail);
+    else if (msg)
+        cli_fail("%s", msg);
+    else
+        cli_fail("unexpected status code %ld from %s %s", st, method, path);
+    if (st == 401)
+        fprintf(stderr, "Try logging in using 'coder login'.\n");
+    json_decref(j);
+    return -1;
+}
+
+bool
+cli_stdin_is_tty(void)
+{
+    return isatty(STDIN_FILENO);
+}
+
+char *
+cli_prompt(const char *question, const char *def, bool secret)
+{
+    if (def && *def)
+        fprintf(stderr, "> %s (%s) ", question, def);
+    else
+        fprintf(stderr, "> %s ", question);
+    fflush(stderr);
+    struct termios old, quiet;
+    bool hidden = secret && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (hidden) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    char line[1024];
+    char *got = fgets(line, sizeof(line), stdin);
+    if (hidden) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+        fputc('\n', stderr);
+    }
+    if (got == NULL)
+        return NULL;
+    char *t = str_trim_dup(line);
+    if (*t == '\0' && def) {
+        free(t);
+        return xstrdup(def);
+    }
+    return t;
+}
+
+void
+cli_table_init(struct cli_table *t, const char *const *head, size_t ncols)
+{
+    memset(t, 0, sizeof(*t));
+    t->ncols = ncols;
+    t->head = xcalloc(ncols, sizeof(char *));
+    for (size_t i = 0; i < ncols; i++) {
+        t->head[i] = str_lower(xstrdup(head[i]));
+        for (char *p = t->head[i]; *p; p++)
+            *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    }
+}
+
+void
+cli_table_add(struct cli_table *t, const char *const *cells)
+{
+    t->rows = xrealloc(t->rows, (t->nrows + 1) * sizeof(*t->rows));
+    char **row = xcalloc(t->ncols, sizeof(char *));
+    for (size_t i = 0; i < t->ncols; i++)
+        row[i] = xstrdup(cells[i] ? cells[i] : "");
+    t->rows[t->nrows++] = row;
+}
+
+static void
+print_row(char *const *cells, const size_t *width, size_t ncols)
+{
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < ncols; i++) {
+        buf_puts(&b, cells[i]);
+        if (i + 1 < ncols)
+            buf_printf(&b, "%*s", (int)(width[i] - strlen(cells[i]) + 2), "");
+    }
+    while (b.len > 0 && b.data[b.len - 1] == ' ')
+        b.data[--b.len] = '\0';
+    printf("%s\n", b.data ? b.data : "");
+    buf_fini(&b);
+}
+
+void
+cli_table_print(const struct cli_table *t)
+{
+    size_t *width = xcalloc(t->ncols, sizeof(size_t));
+    for (size_t i = 0; i < t->ncols; i++) {
+        width[i] = strlen(t->head[i]);
+        for (size_t r = 0; r < t->nrows; r++) {
+            size_t n = strlen(t->rows[r][i]);
+            if (n > width[i])
+                width[i] = n;
+        }
+    }
+    print_row(t->head, width, t->ncols);
+    for (size_t r = 0; r < t->nrows; r++)
+        print_row(t->rows[r], width, t->ncols);
+    free(width);
+}
+
+void
+cli_table_fini(struct cli_table *t)
+{
+    for (size_t r = 0; r < t->nrows; r++) {
+        for (size_t i = 0; i < t->ncols; i++)
+            free(t->rows[r][i]);
+        free(t->rows[r]);
+    }
+    free(t->rows);
+    for (size_t i = 0; i < t->ncols; i++)
+        free(t->head[i]);
+    free(t->head);
+}
+
+void
+cli_print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    printf("%s\n", s ? s : "null");
+    free(s);
+}

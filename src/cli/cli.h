@@ -1,0 +1,71 @@
+/* What every client subcommand shares: its parsed options, the config directory with the
+ * session, requests to the deployment's API, and error and table output. */
+#ifndef CLI_CLI_H
+#define CLI_CLI_H
+
+#include "base/buf.h"
+#include "conf/conf.h"
+#include "conf/global.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct cli {
+    struct global_opts g;
+    struct conf_cmd cmd;
+    struct conf_opt *all;
+    struct conf_result res;
+    char *config_dir;
+    char *url;      /* deployment URL without trailing slash (NULL until known) */
+    char *token;    /* session token (NULL until known) */
+    char **headers; /* extra headers from --header / --header-command */
+};
+
+/* Parses argv for a command with its own options (plus the global ones). Returns 1 when the
+ * command should go on, 0 when it is done (help printed), -1 after printing an error. */
+int cli_parse(struct cli *c, const char *usage, const char *desc, const struct conf_opt *opts,
+              size_t nopts, int argc, char **argv);
+void cli_fini(struct cli *c);
+/* Loads url and session from flags, env or the config directory. Prints Coder's "You are not
+ * logged in" line and returns -1 when there is none. */
+int cli_require_session(struct cli *c);
+
+/* Prints "error: <msg>" (one line) to stderr and returns 1, the exit code. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Calls the API. body may be NULL. On a 2xx answer returns 0 with *out (may be NULL for no
+ * body; caller decrefs) and *status. Otherwise prints one error line and returns -1. */
+int cli_api(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
+            long *status);
+/* Like cli_api but returns the status and body of any HTTP answer without printing; -1 only
+ * when no answer arrived (*err set). */
+int cli_api_raw(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
+                long *status, char **err, bool *is_coder);
+
+/* Reads/writes config-dir files ("session", "url"): written 0600, no trailing newline. */
+char *cli_config_read(struct cli *c, const char *name);
+int cli_config_write(struct cli *c, const char *name, const char *value);
+void cli_config_remove(struct cli *c, const char *name);
+
+/* Asks a question on the terminal. Returns a new string (def when the answer is empty), or
+ * NULL at end of input. secret hides the echo. */
+char *cli_prompt(const char *question, const char *def, bool secret);
+bool cli_stdin_is_tty(void);
+
+/* A table: header names, then rows of cells; columns padded, separated by two spaces. */
+struct cli_table {
+    char **head;
+    size_t ncols;
+    char ***rows;
+    size_t nrows;
+};
+void cli_table_init(struct cli_table *t, const char *const *head, size_t ncols);
+/* Adds a row of ncols cells (copied). */
+void cli_table_add(struct cli_table *t, const char *const *cells);
+void cli_table_print(const struct cli_table *t);
+void cli_table_fini(struct cli_table *t);
+
+/* Prints a JSON value indented as Go's json.MarshalIndent with two spaces. */
+void cli_print_json(json_t *j);
+
+#endif

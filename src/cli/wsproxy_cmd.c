@@ -1,0 +1,570 @@
+/* `coder wsproxy create|ls|edit|delete|regenerate-token`: proxy administration for Owners. */
+#include "base/util.h"
+#include "cli.h"
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const output_formats[] = {"text", "json", "table", NULL};
+static const char *const ls_formats[] = {"table", "json", "text", NULL};
+
+/* Table columns: name, and how to read the cell from a WorkspaceProxy (or the update response
+ * for "proxy token"). */
+static const char *const all_columns[] = {"id",
+                                          "name",
+                                          "display name",
+                                          "icon url",
+                                          "healthy",
+                                          "url",
+                                          "wildcard hostname",
+                                          "derp enabled",
+                                          "derp only",
+                                          "proxy status",
+                                          "proxy report",
+                                          "proxy checked at",
+                                          "created at",
+                                          "updated at",
+                                          "deleted",
+                                          "version",
+                                          "proxy token",
+                                          NULL};
+
+static char *
+json_cell(json_t *v)
+{
+    if (v == NULL || json_is_null(v))
+        return xstrdup("");
+    if (json_is_string(v))
+        return xstrdup(json_string_value(v));
+    if (json_is_true(v))
+        return xstrdup("true");
+    if (json_is_false(v))
+        return xstrdup("false");
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+static char *
+proxy_cell(json_t *px, const char *token, const char *col)
+{
+    json_t *status = json_object_get(px, "status");
+    if (strcmp(col, "proxy token") == 0)
+        return xstrdup(token ? token : "");
+    if (strcmp(col, "url") == 0)
+        return json_cell(json_object_get(px, "path_app_url"));
+    if (strcmp(col, "icon url") == 0)
+        return json_cell(json_object_get(px, "icon_url"));
+    if (strcmp(col, "proxy status") == 0)
+        return json_cell(json_object_get(status, "status"));
+    if (strcmp(col, "proxy report") == 0)
+        return json_cell(json_object_get(status, "report"));
+    if (strcmp(col, "proxy checked at") == 0)
+        return json_cell(json_object_get(status, "checked_at"));
+    char key[64];
+    snprintf(key, sizeof(key), "%s", col);
+    for (char *p = key; *p; p++)
+        if (*p == ' ')
+            *p = '_';
+    return json_cell(json_object_get(px, key));
+}
+
+/* Splits "-c" columns and checks them. Returns the count or -1 after printing an error. */
+static int
+parse_columns(const struct conf_strv *cols, const char *def, bool allow_token, char ***out)
+{
+    char *joined = NULL;
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < cols->n; i++) {
+        if (b.len)
+            buf_putc(&b, ',');
+        buf_puts(&b, cols->v[i]);
+    }
+    joined = b.len ? buf_steal(&b) : xstrdup(def);
+    buf_fini(&b);
+    char **v = NULL;
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(joined, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *col = str_lower(str_trim_dup(t));
+        bool known = false;
+        for (size_t i = 0; all_columns[i]; i++)
+            known |= strcmp(all_columns[i], col) == 0;
+        if (!known || (!allow_token && strcmp(col, "proxy token") == 0)) {
+            cli_fail("unknown column \"%s\"", col);
+            free(col);
+            for (int i = 0; i < n; i++)
+                free(v[i]);
+            free(v);
+            free(joined);
+            return -1;
+        }
+        v = xrealloc(v, (size_t)(n + 1) * sizeof(char *));
+        v[n++] = col;
+    }
+    free(joined);
+    *out = v;
+    return n;
+}
+
+/* Prints proxies (array of WorkspaceProxy, each optionally with a token) as a table. */
+static int
+print_table(json_t *proxies, const char *token, const struct conf_strv *cols, const char *def,
+            bool allow_token)
+{
+    char **names = NULL;
+    int n = parse_columns(cols, def, allow_token, &names);
+    if (n < 0)
+        return 1;
+    struct cli_table t;
+    cli_table_init(&t, (const char *const *)names, (size_t)n);
+    size_t i;
+    json_t *px;
+    json_array_foreach(proxies, i, px)
+    {
+        char **cells = xcalloc((size_t)n, sizeof(char *));
+        for (int k = 0; k < n; k++)
+            cells[k] = proxy_cell(px, token, names[k]);
+        cli_table_add(&t, (const char *const *)cells);
+        for (int k = 0; k < n; k++)
+            free(cells[k]);
+        free(cells);
+    }
+    cli_table_print(&t);
+    cli_table_fini(&t);
+    for (int k = 0; k < n; k++)
+        free(names[k]);
+    free(names);
+    return 0;
+}
+
+struct update_opts {
+    char *name, *display_name, *icon;
+    bool no_prompt, only_token, yes;
+    char *output;
+    struct conf_strv columns;
+};
+
+static void
+print_start_command(struct cli *c, const char *token)
+{
+    printf("\nStart the proxy by running:\n");
+    printf("CODER_PROXY_SESSION_TOKEN=%s coder wsproxy server --primary-access-url %s "
+           "--http-address=0.0.0.0:3001\n",
+           token, c->url);
+}
+
+/* Output of create and regenerate-token: the update response in the chosen format. */
+static int
+print_update(struct cli *c, struct update_opts *o, json_t *resp, bool created)
+{
+    const char *token = json_string_value(json_object_get(resp, "proxy_token"));
+    json_t *px = json_object_get(resp, "proxy");
+    const char *name = json_string_value(json_object_get(px, "name"));
+    if (o->only_token) {
+        printf("%s\n", token ? token : "");
+        return 0;
+    }
+    if (strcmp(o->output, "json") == 0) {
+        cli_print_json(resp);
+        return 0;
+    }
+    if (strcmp(o->output, "table") == 0) {
+        json_t *arr = json_pack("[O]", px);
+        int rc = print_table(arr, token, &o->columns, "name,url,proxy token", true);
+        json_decref(arr);
+        return rc;
+    }
+    if (created) {
+        printf("Workspace Proxy \"%s\" created successfully. Save this token, it will not be "
+               "shown again.\n",
+               name);
+        printf("Token: %s\n", token);
+    } else {
+        printf("Workspace Proxy \"%s\" updated successfully.\n", name);
+        printf("—————————————————————————————————————————————————\n");
+        printf("Save this authentication token, it will not be shown again.\n");
+        printf("Token: %s\n", token);
+    }
+    print_start_command(c, token);
+    return 0;
+}
+
+static bool
+icon_ok(const char *icon)
+{
+    return str_has_prefix(icon, "/emojis/") || str_has_prefix(icon, "http");
+}
+
+int
+cmd_wsproxy_create(int argc, char **argv)
+{
+    struct update_opts o = {0};
+    const struct conf_opt opts[] = {
+        {.flag = "name",
+         .type = CONF_STRING,
+         .dest = &o.name,
+         .help = "Name of the proxy. This is used to identify the proxy."},
+        {.flag = "display-name",
+         .type = CONF_STRING,
+         .dest = &o.display_name,
+         .help = "Display of the proxy. If omitted, the name is reused as the display name."},
+        {.flag = "icon",
+         .type = CONF_STRING,
+         .dest = &o.icon,
+         .help = "Display icon of the proxy."},
+        {.flag = "no-prompt",
+         .type = CONF_BOOL,
+         .dest = &o.no_prompt,
+         .help = "Disable all input prompting, and fail if any required flags are missing."},
+        {.flag = "only-token",
+         .type = CONF_BOOL,
+         .dest = &o.only_token,
+         .help = "Only print the token. This is useful for scripting."},
+        {.flag = "output",
+         .shorthand = 'o',
+         .type = CONF_ENUM,
+         .enum_values = output_formats,
+         .def = "text",
+         .dest = &o.output,
+         .help = "Output format."},
+        {.flag = "column",
+         .shorthand = 'c',
+         .type = CONF_STRING_ARRAY,
+         .dest = &o.columns,
+         .help = "Columns to display in table output."},
+    };
+    struct cli c = {0};
+    int r = cli_parse(&c, "coder wsproxy create [flags]", "Create a workspace proxy", opts,
+                      ARRAY_LEN(opts), argc, argv);
+    if (r <= 0) {
+        cli_fini(&c);
+        return r < 0;
+    }
+    int rc = 1;
+    json_t *resp = NULL;
+    bool prompts = !o.no_prompt && cli_stdin_is_tty();
+    if (cli_require_session(&c) < 0)
+        goto out;
+    if ((o.name == NULL || *o.name == '\0') && prompts) {
+        char *v = cli_prompt("Proxy Name:", NULL, false);
+        str_replace(&o.name, v);
+        free(v);
+    }
+    if (o.name == NULL || *o.name == '\0') {
+        rc = cli_fail("proxy name is required");
+        goto out;
+    }
+    if ((o.display_name == NULL || *o.display_name == '\0') && prompts) {
+        char *v = cli_prompt("Display Name:", o.name, false);
+        str_replace(&o.display_name, v);
+        free(v);
+    }
+    if ((o.icon == NULL || *o.icon == '\0') && prompts) {
+        char *v = cli_prompt("Icon URL:", "/emojis/1f5fa.png", false);
+        str_replace(&o.icon, v);
+        free(v);
+    }
+    if (o.icon && *o.icon && !icon_ok(o.icon)) {
+        rc = cli_fail("icon must be a relative path to an emoji or a publicly hosted image URL");
+        goto out;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:s}", "name", o.name, "display_name",
+                             o.display_name && *o.display_name ? o.display_name : o.name, "icon",
+                             o.icon ? o.icon : "");
+    int api = cli_api(&c, "POST", "/api/v2/workspaceproxies", body, &resp, NULL);
+    json_decref(body);
+    if (api < 0)
+        goto out;
+    rc = print_update(&c, &o, resp, true);
+out:
+    json_decref(resp);
+    cli_fini(&c);
+    return rc;
+}
+
+static int
+print_text_list(json_t *regions)
+{
+    printf("Workspace Proxies:\n");
+    size_t i;
+    json_t *px;
+    json_array_foreach(regions, i, px)
+    {
+        json_t *status = json_object_get(px, "status");
+        json_t *report = json_object_get(status, "report");
+        printf("%zu: %s %s %s", i, json_string_value(json_object_get(px, "name")),
+               json_string_value(json_object_get(px, "path_app_url")),
+               json_string_value(json_object_get(status, "status")));
+        size_t k;
+        json_t *m;
+        json_array_foreach(json_object_get(report, "errors"), k, m)
+            printf("\n\tErr: %s", json_string_value(m));
+        json_array_foreach(json_object_get(report, "warnings"), k, m)
+            printf("\n\tWarn: %s", json_string_value(m));
+        printf("\n");
+    }
+    return 0;
+}
+
+int
+cmd_wsproxy_ls(int argc, char **argv)
+{
+    struct update_opts o = {0};
+    const struct conf_opt opts[] = {
+        {.flag = "output",
+         .shorthand = 'o',
+         .type = CONF_ENUM,
+         .enum_values = ls_formats,
+         .def = "table",
+         .dest = &o.output,
+         .help = "Output format."},
+        {.flag = "column",
+         .shorthand = 'c',
+         .type = CONF_STRING_ARRAY,
+         .dest = &o.columns,
+         .help = "Columns to display in table output."},
+    };
+    struct cli c = {0};
+    int r = cli_parse(&c, "coder wsproxy ls [flags]", "List all workspace proxies", opts,
+                      ARRAY_LEN(opts), argc, argv);
+    if (r <= 0) {
+        cli_fini(&c);
+        return r < 0;
+    }
+    int rc = 1;
+    json_t *resp = NULL;
+    if (cli_require_session(&c) < 0 ||
+        cli_api(&c, "GET", "/api/v2/workspaceproxies", NULL, &resp, NULL) < 0)
+        goto out;
+    json_t *regions = json_object_get(resp, "regions");
+    if (strcmp(o.output, "json") == 0) {
+        cli_print_json(regions);
+        rc = 0;
+    } else if (strcmp(o.output, "text") == 0) {
+        rc = print_text_list(regions);
+    } else {
+        rc = print_table(regions, NULL, &o.columns, "name,url,proxy status", false);
+    }
+out:
+    json_decref(resp);
+    cli_fini(&c);
+    return rc;
+}
+
+/* Fetches a proxy by name or id; prints the error and returns NULL if it fails. */
+static json_t *
+fetch_proxy(struct cli *c, const char *arg)
+{
+    char *path = xasprintf("/api/v2/workspaceproxies/%s", arg);
+    json_t *px = NULL;
+    int rc = cli_api(c, "GET", path, NULL, &px, NULL);
+    free(path);
+    return rc < 0 ? NULL : px;
+}
+
+static int
+one_arg(struct cli *c, const char *usage)
+{
+    if (c->res.nargs != 1)
+        return cli_fail("wanted 1 argument (%s), got %zu", usage, c->res.nargs);
+    for (const char *p = c->res.args[0]; *p; p++) {
+        if (*p == '/' || *p == '?' || *p == '#' || *p == '%' || (unsigned char)*p < 0x20)
+            return cli_fail("invalid workspace proxy name or id \"%s\"", c->res.args[0]);
+    }
+    return 0;
+}
+
+int
+cmd_wsproxy_edit(int argc, char **argv)
+{
+    struct update_opts o = {0};
+    const struct conf_opt opts[] = {
+        {.flag = "name",
+         .type = CONF_STRING,
+         .dest = &o.name,
+         .help = "(Optional) Name of the proxy. This is used to identify the proxy."},
+        {.flag = "display-name",
+         .type = CONF_STRING,
+         .dest = &o.display_name,
+         .help = "(Optional) Display of the proxy. A more human friendly name to be displayed."},
+        {.flag = "icon",
+         .type = CONF_STRING,
+         .dest = &o.icon,
+         .help = "(Optional) Display icon of the proxy."},
+        {.flag = "output",
+         .shorthand = 'o',
+         .type = CONF_ENUM,
+         .enum_values = output_formats,
+         .def = "text",
+         .dest = &o.output,
+         .help = "Output format."},
+        {.flag = "column",
+         .shorthand = 'c',
+         .type = CONF_STRING_ARRAY,
+         .dest = &o.columns,
+         .help = "Columns to display in table output."},
+    };
+    struct cli c = {0};
+    int r = cli_parse(&c, "coder wsproxy edit [flags] <name|id>", "Edit a workspace proxy", opts,
+                      ARRAY_LEN(opts), argc, argv);
+    if (r <= 0) {
+        cli_fini(&c);
+        return r < 0;
+    }
+    int rc = 1;
+    json_t *px = NULL, *resp = NULL;
+    if (one_arg(&c, "<name|id>") != 0 || cli_require_session(&c) < 0)
+        goto out;
+    if (!o.name && !o.display_name && !o.icon) {
+        rc = cli_fail("specify at least one field to update");
+        goto out;
+    }
+    if (o.icon && *o.icon && !icon_ok(o.icon)) {
+        rc = cli_fail("icon must be a relative path to an emoji or a publicly hosted image URL");
+        goto out;
+    }
+    if ((px = fetch_proxy(&c, c.res.args[0])) == NULL)
+        goto out;
+    const char *id = json_string_value(json_object_get(px, "id"));
+    json_t *body = json_pack(
+        "{s:s, s:s, s:s, s:s}", "id", id, "name",
+        o.name ? o.name : json_string_value(json_object_get(px, "name")), "display_name",
+        o.display_name ? o.display_name : json_string_value(json_object_get(px, "display_name")),
+        "icon", o.icon ? o.icon : json_string_value(json_object_get(px, "icon_url")));
+    char *path = xasprintf("/api/v2/workspaceproxies/%s", id);
+    int api = cli_api(&c, "PATCH", path, body, &resp, NULL);
+    free(path);
+    json_decref(body);
+    if (api < 0)
+        goto out;
+    json_t *upd = json_object_get(resp, "proxy");
+    if (strcmp(o.output, "json") == 0) {
+        cli_print_json(upd);
+        rc = 0;
+    } else if (strcmp(o.output, "table") == 0) {
+        json_t *arr = json_pack("[O]", upd);
+        rc = print_table(arr, NULL, &o.columns, "name,url", false);
+        json_decref(arr);
+    } else {
+        printf("Workspace Proxy \"%s\" updated successfully.\n",
+               json_string_value(json_object_get(upd, "name")));
+        rc = 0;
+    }
+out:
+    json_decref(px);
+    json_decref(resp);
+    cli_fini(&c);
+    return rc;
+}
+
+int
+cmd_wsproxy_delete(int argc, char **argv)
+{
+    struct update_opts o = {0};
+    const struct conf_opt opts[] = {
+        {.flag = "yes",
+         .shorthand = 'y',
+         .type = CONF_BOOL,
+         .dest = &o.yes,
+         .help = "Bypass prompts."},
+    };
+    struct cli c = {0};
+    int r = cli_parse(&c, "coder wsproxy delete [flags] <name|id>", "Delete a workspace proxy",
+                      opts, ARRAY_LEN(opts), argc, argv);
+    if (r <= 0) {
+        cli_fini(&c);
+        return r < 0;
+    }
+    int rc = 1;
+    json_t *px = NULL, *resp = NULL;
+    if (one_arg(&c, "<name|id>") != 0 || cli_require_session(&c) < 0)
+        goto out;
+    if ((px = fetch_proxy(&c, c.res.args[0])) == NULL)
+        goto out;
+    if (!o.yes) {
+        if (!cli_stdin_is_tty()) {
+            rc = cli_fail("refusing to delete without confirmation: pass --yes");
+            goto out;
+        }
+        char *q = xasprintf("Delete this workspace proxy: %s? (yes/no)",
+                            json_string_value(json_object_get(px, "display_name")));
+        char *a = cli_prompt(q, "no", false);
+        bool ok = a && (str_eq_ci(a, "yes") || str_eq_ci(a, "y"));
+        free(q);
+        free(a);
+        if (!ok) {
+            rc = cli_fail("canceled");
+            goto out;
+        }
+    }
+    char *path =
+        xasprintf("/api/v2/workspaceproxies/%s", json_string_value(json_object_get(px, "id")));
+    int api = cli_api(&c, "DELETE", path, NULL, &resp, NULL);
+    free(path);
+    if (api < 0)
+        goto out;
+    printf("Workspace proxy \"%s\" deleted successfully\n", c.res.args[0]);
+    rc = 0;
+out:
+    json_decref(px);
+    json_decref(resp);
+    cli_fini(&c);
+    return rc;
+}
+
+int
+cmd_wsproxy_regenerate_token(int argc, char **argv)
+{
+    struct update_opts o = {0};
+    const struct conf_opt opts[] = {
+        {.flag = "only-token",
+         .type = CONF_BOOL,
+         .dest = &o.only_token,
+         .help = "Only print the token. This is useful for scripting."},
+        {.flag = "output",
+         .shorthand = 'o',
+         .type = CONF_ENUM,
+         .enum_values = output_formats,
+         .def = "text",
+         .dest = &o.output,
+         .help = "Output format."},
+        {.flag = "column",
+         .shorthand = 'c',
+         .type = CONF_STRING_ARRAY,
+         .dest = &o.columns,
+         .help = "Columns to display in table output."},
+    };
+    struct cli c = {0};
+    int r = cli_parse(&c, "coder wsproxy regenerate-token [flags] <name|id>",
+                      "Regenerate a workspace proxy authentication token. This will invalidate "
+                      "the existing authentication token.",
+                      opts, ARRAY_LEN(opts), argc, argv);
+    if (r <= 0) {
+        cli_fini(&c);
+        return r < 0;
+    }
+    int rc = 1;
+    json_t *px = NULL, *resp = NULL;
+    if (one_arg(&c, "<name|id>") != 0 || cli_require_session(&c) < 0)
+        goto out;
+    if ((px = fetch_proxy(&c, c.res.args[0])) == NULL)
+        goto out;
+    const char *id = json_string_value(json_object_get(px, "id"));
+    json_t *body =
+        json_pack("{s:s, s:O, s:O, s:O, s:b}", "id", id, "name", json_object_get(px, "name"),
+                  "display_name", json_object_get(px, "display_name"), "icon",
+                  json_object_get(px, "icon_url"), "regenerate_token", 1);
+    char *path = xasprintf("/api/v2/workspaceproxies/%s", id);
+    int api = cli_api(&c, "PATCH", path, body, &resp, NULL);
+    free(path);
+    json_decref(body);
+    if (api < 0)
+        goto out;
+    rc = print_update(&c, &o, resp, false);
+out:
+    json_decref(px);
+    json_decref(resp);
+    cli_fini(&c);
+    return rc;
+}

@@ -1,0 +1,49 @@
+#include "http/apimetrics.h"
+#include "base/timeutil.h"
+#include "base/util.h"
+#include "metrics/metrics.h"
+
+#include <stdio.h>
+
+struct api_metrics {
+    struct metrics_family *processed;
+    struct metrics_family *latency;
+};
+
+struct api_metrics *
+api_metrics_new(struct metrics_registry *reg)
+{
+    static const char *const processed_labels[] = {"code", "method", "path"};
+    static const char *const latency_labels[] = {"method", "path"};
+    static const double buckets[] = {0.001, 0.005, 0.010, 0.025, 0.050, 0.100, 0.500, 1, 5, 10, 30};
+    struct api_metrics *m = xcalloc(1, sizeof(*m));
+    m->processed =
+        metrics_counter_new(reg, "coderd_api_requests_processed_total",
+                            "The total number of processed API requests", 3, processed_labels);
+    m->latency = metrics_histogram_new(reg, "coderd_api_request_latencies_seconds",
+                                       "Latency distribution of requests in seconds.", 2,
+                                       latency_labels, buckets, ARRAY_LEN(buckets));
+    return m;
+}
+
+void
+api_metrics_free(struct api_metrics *m)
+{
+    free(m);
+}
+
+void
+api_metrics_end(struct api_metrics *m, const struct http_exchange *ex)
+{
+    if (m == NULL)
+        return;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", ex->status);
+    /* Unrouted requests share one label so clients cannot mint series. */
+    const char *path = ex->route ? ex->route : "/*";
+    const char *method = ex->req.method ? ex->req.method : "";
+    const char *pl[] = {code, method, path};
+    const char *ll[] = {method, path};
+    metrics_counter_add(m->processed, pl, 1);
+    metrics_histogram_observe(m->latency, ll, (double)(time_mono_ms() - ex->start_ms) / 1000.0);
+}

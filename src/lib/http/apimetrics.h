@@ -1,0 +1,16 @@
+/* Coder's HTTP API metrics (coderd_api_*), shared by the primary and the proxy. The path label
+ * is the matched route pattern, never the raw path, so label cardinality stays bounded. */
+#ifndef HTTP_APIMETRICS_H
+#define HTTP_APIMETRICS_H
+
+#include "http/server.h"
+
+struct metrics_registry;
+struct api_metrics;
+
+struct api_metrics *api_metrics_new(struct metrics_registry *reg);
+void api_metrics_free(struct api_metrics *m);
+/* Records one finished exchange: requests_processed_total and request_latencies_seconds. */
+void api_metrics_end(struct api_metrics *m, const struct http_exchange *ex);
+
+#endif

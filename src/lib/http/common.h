@@ -1,0 +1,18 @@
+/* Responses every Coder HTTP server gives the same way: the headers on every response, and
+ * the /healthz and /latency-check routes. */
+#ifndef HTTP_COMMON_H
+#define HTTP_COMMON_H
+
+#include "http/server.h"
+
+#include <stdint.h>
+
+/* X-Coder-Build-Version, X-Content-Type-Options, and Strict-Transport-Security on TLS
+ * requests when max_age > 0 (opts like "includeSubDomains; preload", may be NULL). */
+void http_common_headers(struct http_exchange *ex, int64_t hsts_max_age, const char *hsts_opts);
+/* 200 "OK". */
+void http_common_healthz(struct http_exchange *ex, void *arg);
+/* 200 "OK" with the CORS and Timing-Allow-Origin headers browsers need to time it. */
+void http_common_latency_check(struct http_exchange *ex, void *arg);
+
+#endif

@@ -1,0 +1,998 @@
+#include "http/server.h"
+#include "base/log.h"
+#include "base/timeutil.h"
+#include "base/util.h"
+#include "http/url.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK 65536
+#define MAX_URL 8192
+#define MAX_PENDING_INPUT (256 * 1024)
+
+struct http_listener {
+    uv_tcp_t tcp;
+    struct http_server *srv;
+    struct tls_ctx *tls;
+    struct http_listener *next;
+};
+
+struct http_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct http_server *srv;
+    struct http_conn *prev, *next;
+    struct tls_session *tls;
+    llhttp_t parser;
+    struct http_exchange *ex; /* being parsed or being answered */
+    struct buf pending;       /* plaintext received while a request is being answered */
+    struct buf field, value;  /* header being parsed */
+    bool in_value;
+    const char *exec_start; /* the buffer being parsed, and the byte before it */
+    char prev_last;
+    size_t head_bytes;
+    int err_status; /* status to answer a malformed request with */
+    const char *err_msg;
+    bool paused;
+    bool reading;
+    bool closing;
+    int handles_open;
+    char remote_ip[64];
+};
+
+struct write_req {
+    uv_write_t req;
+    struct http_conn *conn;
+    char *data;
+    bool close_after;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    struct http_server_opts o;
+    struct http_listener *listeners;
+    struct http_conn *conns;
+    size_t nconns;
+    llhttp_settings_t settings;
+    char readbuf[READ_CHUNK];
+    bool shutting_down;
+    size_t ndetached; /* exchanges whose connection closed while the handler worked */
+    uv_timer_t grace_timer;
+    void (*shutdown_cb)(void *);
+    void *shutdown_arg;
+    bool grace_timer_open;
+    bool shutdown_done;
+};
+
+static void conn_close(struct http_conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
+static void conn_process(struct http_conn *c, const char *data, size_t n);
+static void maybe_finish_shutdown(struct http_server *s);
+
+const char *
+http_status_text(int status)
+{
+    switch (status) {
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Request Entity Too Large";
+    case 414:
+        return "Request URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
+    }
+}
+
+/* ---- exchanges ---- */
+
+static struct http_exchange *
+exchange_new(struct http_conn *c)
+{
+    struct http_exchange *ex = xcalloc(1, sizeof(*ex));
+    ex->conn = c;
+    ex->srv = c->srv;
+    ex->start_ms = time_mono_ms();
+    buf_init(&ex->req.body);
+    buf_init(&ex->rbody);
+    ex->req.tls = c->tls != NULL;
+    snprintf(ex->req.remote_ip, sizeof(ex->req.remote_ip), "%s", c->remote_ip);
+    return ex;
+}
+
+static void
+exchange_free(struct http_exchange *ex)
+{
+    free(ex->req.method);
+    free(ex->req.target);
+    free(ex->req.path);
+    free(ex->req.query);
+    for (size_t i = 0; i < ex->req.nheaders; i++) {
+        free(ex->req.headers[i].name);
+        free(ex->req.headers[i].value);
+    }
+    free(ex->req.headers);
+    buf_fini(&ex->req.body);
+    for (size_t i = 0; i < ex->nrheaders; i++) {
+        free(ex->rheaders[i].name);
+        free(ex->rheaders[i].value);
+    }
+    free(ex->rheaders);
+    buf_fini(&ex->rbody);
+    for (size_t i = 0; i < ex->nparams; i++)
+        free(ex->param_values[i]);
+    free(ex);
+}
+
+const char *
+http_request_header(const struct http_request *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    }
+    return NULL;
+}
+
+char *
+http_request_query_param(const struct http_request *r, const char *key)
+{
+    return url_query_get(r->query ? r->query : "", key);
+}
+
+char *
+http_request_cookie(const struct http_request *r, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcasecmp(r->headers[i].name, "Cookie") != 0)
+            continue;
+        const char *p = r->headers[i].value;
+        while (*p) {
+            while (*p == ' ' || *p == ';')
+                p++;
+            const char *eq = strchr(p, '=');
+            const char *semi = strchr(p, ';');
+            if (semi == NULL)
+                semi = p + strlen(p);
+            if (eq && eq < semi && (size_t)(eq - p) == nlen && strncmp(p, name, nlen) == 0) {
+                const char *v = eq + 1;
+                size_t vlen = (size_t)(semi - v);
+                if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+                    v++;
+                    vlen -= 2;
+                }
+                return xstrndup(v, vlen);
+            }
+            p = semi;
+        }
+    }
+    return NULL;
+}
+
+const char *
+http_exchange_param(const struct http_exchange *ex, const char *name)
+{
+    /* Names point into route patterns: "name}..." */
+    size_t n = strlen(name);
+    for (size_t i = 0; i < ex->nparams; i++) {
+        if (strncmp(ex->param_names[i], name, n) == 0 && ex->param_names[i][n] == '}')
+            return ex->param_values[i];
+    }
+    return NULL;
+}
+
+void
+http_exchange_header(struct http_exchange *ex, const char *name, const char *value)
+{
+    if (ex->nrheaders == ex->caprheaders) {
+        ex->caprheaders = ex->caprheaders ? ex->caprheaders * 2 : 8;
+        ex->rheaders = xrealloc(ex->rheaders, ex->caprheaders * sizeof(*ex->rheaders));
+    }
+    ex->rheaders[ex->nrheaders].name = xstrdup(name);
+    ex->rheaders[ex->nrheaders].value = xstrdup(value);
+    ex->nrheaders++;
+}
+
+void
+http_exchange_header_printf(struct http_exchange *ex, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *v = xvasprintf(fmt, ap);
+    va_end(ap);
+    http_exchange_header(ex, name, v);
+    free(v);
+}
+
+bool
+http_exchange_has_header(const struct http_exchange *ex, const char *name)
+{
+    for (size_t i = 0; i < ex->nrheaders; i++) {
+        if (strcasecmp(ex->rheaders[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---- output ---- */
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct http_conn *c = w->conn;
+    free(w->data);
+    bool close_after = w->close_after;
+    free(w);
+    if (status < 0 || close_after)
+        conn_close(c);
+}
+
+/* Sends plaintext (encrypting it on TLS connections). */
+static void
+conn_send(struct http_conn *c, const char *data, size_t n, bool close_after)
+{
+    if (c->closing)
+        return;
+    struct buf out;
+    buf_init(&out);
+    if (c->tls) {
+        if (n && tls_session_write(c->tls, data, n) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (close_after)
+            tls_session_shutdown(c->tls);
+        tls_session_take_output(c->tls, &out);
+    } else {
+        buf_append(&out, data, n);
+    }
+    if (out.len == 0) {
+        buf_fini(&out);
+        if (close_after)
+            conn_close(c);
+        return;
+    }
+    struct write_req *w = xcalloc(1, sizeof(*w));
+    w->conn = c;
+    w->close_after = close_after;
+    size_t len = out.len;
+    w->data = buf_steal(&out);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+        free(w->data);
+        free(w);
+        conn_close(c);
+    }
+}
+
+/* Flushes what the TLS layer produced by itself (handshake records, alerts). */
+static void
+conn_flush_tls(struct http_conn *c)
+{
+    if (c->tls && !c->closing)
+        conn_send(c, NULL, 0, false);
+}
+
+static void
+serialize_response(struct http_exchange *ex, struct buf *out)
+{
+    bool head = ex->req.method && strcmp(ex->req.method, "HEAD") == 0;
+    bool no_body = ex->status == 204 || ex->status == 304 || ex->status < 200;
+    buf_printf(out, "HTTP/1.1 %d %s\r\n", ex->status, http_status_text(ex->status));
+    for (size_t i = 0; i < ex->nrheaders; i++)
+        buf_printf(out, "%s: %s\r\n", ex->rheaders[i].name, ex->rheaders[i].value);
+    if (!no_body)
+        buf_printf(out, "Content-Length: %zu\r\n", ex->rbody.len);
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    buf_printf(out, "Date: %s\r\n", date);
+    if (ex->close_after)
+        buf_puts(out, "Connection: close\r\n");
+    buf_puts(out, "\r\n");
+    if (!head && !no_body)
+        buf_append(out, ex->rbody.data, ex->rbody.len);
+}
+
+static void conn_arm_timer(struct http_conn *c, int64_t ms);
+
+void
+http_exchange_finish(struct http_exchange *ex, int status)
+{
+    if (ex->finished)
+        return;
+    ex->finished = true;
+    ex->status = status;
+    struct http_conn *c = ex->conn;
+    struct http_server *s = ex->srv;
+    if (c && s->shutting_down)
+        ex->close_after = true;
+    if (c && !c->closing) {
+        struct buf out;
+        buf_init(&out);
+        serialize_response(ex, &out);
+        conn_send(c, out.data, out.len, ex->close_after);
+        buf_fini(&out);
+    }
+    if (s->o.on_done)
+        s->o.on_done(ex, s->o.arg);
+    bool close_after = ex->close_after;
+    exchange_free(ex);
+    if (c == NULL) {
+        s->ndetached--;
+        maybe_finish_shutdown(s);
+        return;
+    }
+    c->ex = NULL;
+    if (c->closing || close_after)
+        return;
+    /* Resume with whatever the client already sent (pipelining). */
+    c->paused = false;
+    llhttp_resume(&c->parser);
+    conn_arm_timer(c, s->o.idle_timeout_ms);
+    if (!c->reading) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+    if (c->pending.len) {
+        struct buf p = c->pending;
+        buf_init(&c->pending);
+        conn_process(c, p.data, p.len);
+        buf_fini(&p);
+    }
+}
+
+void
+http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body)
+{
+    buf_reset(&ex->rbody);
+    buf_puts(&ex->rbody, body);
+    if (ctype)
+        http_exchange_header(ex, "Content-Type", ctype);
+    http_exchange_finish(ex, status);
+}
+
+static void
+json_escape_into(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"':
+            buf_puts(b, "\\\"");
+            break;
+        case '\\':
+            buf_puts(b, "\\\\");
+            break;
+        case '\n':
+            buf_puts(b, "\\n");
+            break;
+        case '\r':
+            buf_puts(b, "\\r");
+            break;
+        case '\t':
+            buf_puts(b, "\\t");
+            break;
+        default:
+            if (*p < 0x20)
+                buf_printf(b, "\\u%04x", *p);
+            else
+                buf_putc(b, (char)*p);
+        }
+    }
+    buf_putc(b, '"');
+}
+
+void
+http_reply_error(struct http_exchange *ex, int status, const char *msg, const char *detail)
+{
+    buf_reset(&ex->rbody);
+    buf_puts(&ex->rbody, "{\"message\":");
+    json_escape_into(&ex->rbody, msg);
+    if (detail && *detail) {
+        buf_puts(&ex->rbody, ",\"detail\":");
+        json_escape_into(&ex->rbody, detail);
+    }
+    buf_puts(&ex->rbody, "}\n");
+    http_exchange_header(ex, "Content-Type", "application/json; charset=utf-8");
+    http_exchange_finish(ex, status);
+}
+
+/* ---- parsing ---- */
+
+static int
+fail_request(struct http_conn *c, int status, const char *msg)
+{
+    c->err_status = status;
+    c->err_msg = msg;
+    return -1;
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+    struct http_conn *c = p->data;
+    c->ex = exchange_new(c);
+    c->head_bytes = 0;
+    c->in_value = false;
+    buf_reset(&c->field);
+    buf_reset(&c->value);
+    conn_arm_timer(c, c->srv->o.header_timeout_ms);
+    return 0;
+}
+
+static int
+count_head(struct http_conn *c, size_t n)
+{
+    c->head_bytes += n;
+    if (c->head_bytes > c->srv->o.max_header_bytes)
+        return fail_request(c, 431, "Request header fields too large.");
+    return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_conn *c = p->data;
+    struct http_exchange *ex = c->ex;
+    size_t old = ex->req.target ? strlen(ex->req.target) : 0;
+    if (old + n > MAX_URL)
+        return fail_request(c, 414, "Request URI too long.");
+    if (count_head(c, n) < 0)
+        return -1;
+    ex->req.target = xrealloc(ex->req.target, old + n + 1);
+    memcpy(ex->req.target + old, at, n);
+    ex->req.target[old + n] = '\0';
+    return 0;
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_conn *c = p->data;
+    if (count_head(c, n) < 0)
+        return -1;
+    buf_append(&c->field, at, n);
+    return 0;
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_conn *c = p->data;
+    if (count_head(c, n) < 0)
+        return -1;
+    /* llhttp 8 accepts obs-fold: a continuation chunk of a value that starts right after a
+     * line end. Folded headers are a smuggling vector (SECURITY.md #1): refuse them. */
+    char before = at > c->exec_start ? at[-1] : c->prev_last;
+    if (c->value.len > 0 && before == '\n')
+        return fail_request(c, 400, "Folded header lines are not allowed.");
+    buf_append(&c->value, at, n);
+    return 0;
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+    struct http_conn *c = p->data;
+    struct http_exchange *ex = c->ex;
+    if (c->field.len == 0)
+        return fail_request(c, 400, "Invalid header name.");
+    if (ex->req.nheaders >= c->srv->o.max_headers)
+        return fail_request(c, 431, "Too many request headers.");
+    ex->req.headers =
+        xrealloc(ex->req.headers, (ex->req.nheaders + 1) * sizeof(struct http_header));
+    ex->req.headers[ex->req.nheaders].name = buf_steal(&c->field);
+    /* Optional whitespace around values is not part of them (RFC 9110 5.5). */
+    ex->req.headers[ex->req.nheaders].value = str_trim_dup(c->value.data ? c->value.data : "");
+    buf_reset(&c->value);
+    ex->req.nheaders++;
+    return 0;
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+    struct http_conn *c = p->data;
+    struct http_exchange *ex = c->ex;
+    ex->req.method = xstrdup(llhttp_method_name((llhttp_method_t)p->method));
+    if (ex->req.target == NULL)
+        ex->req.target = xstrdup("/");
+    const char *q = strchr(ex->req.target, '?');
+    if (q) {
+        ex->req.path = xstrndup(ex->req.target, (size_t)(q - ex->req.target));
+        ex->req.query = xstrdup(q + 1);
+    } else {
+        ex->req.path = xstrdup(ex->req.target);
+        ex->req.query = xstrdup("");
+    }
+    if (p->content_length > c->srv->o.max_body && (p->flags & F_CONTENT_LENGTH))
+        return fail_request(c, 413, "Request body too large.");
+    return 0;
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_conn *c = p->data;
+    struct http_exchange *ex = c->ex;
+    if (ex->req.body.len + n > c->srv->o.max_body)
+        return fail_request(c, 413, "Request body too large.");
+    buf_append(&ex->req.body, at, n);
+    return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+    struct http_conn *c = p->data;
+    struct http_exchange *ex = c->ex;
+    ex->close_after = !llhttp_should_keep_alive(p) || p->upgrade;
+    c->paused = true;
+    uv_timer_stop(&c->timer);
+    return HPE_PAUSED;
+}
+
+static void
+answer_parse_error(struct http_conn *c, int status, const char *msg)
+{
+    if (c->ex == NULL)
+        c->ex = exchange_new(c);
+    struct http_exchange *ex = c->ex;
+    if (ex->req.method == NULL)
+        ex->req.method = xstrdup("GET");
+    if (ex->req.path == NULL)
+        ex->req.path = xstrdup("");
+    ex->close_after = true;
+    c->paused = true;
+    http_reply_error(ex, status, msg, NULL);
+}
+
+/* Feeds plaintext to the parser; dispatches each complete request to the handler. */
+static void
+conn_process(struct http_conn *c, const char *data, size_t n)
+{
+    while (n > 0 && !c->closing) {
+        if (c->paused) {
+            if (c->pending.len + n > MAX_PENDING_INPUT) {
+                /* A client pipelining far ahead: stop reading until we catch up. */
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = false;
+            }
+            buf_append(&c->pending, data, n);
+            return;
+        }
+        c->exec_start = data;
+        llhttp_errno_t err = llhttp_execute(&c->parser, data, n);
+        size_t used = n;
+        if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+            used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+        } else if (err != HPE_OK) {
+            int status = c->err_status ? c->err_status : 400;
+            const char *msg = c->err_msg ? c->err_msg : "Malformed HTTP request.";
+            if (err == HPE_INVALID_METHOD && c->ex == NULL)
+                msg = "Malformed HTTP request.";
+            answer_parse_error(c, status, msg);
+            return;
+        }
+        if (used > 0)
+            c->prev_last = data[used - 1];
+        data += used;
+        n -= used;
+        if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+            struct http_exchange *ex = c->ex;
+            if (n > 0)
+                buf_append(&c->pending, data, n);
+            n = 0;
+            ex->dispatched = true;
+            c->srv->o.handler(ex, c->srv->o.arg);
+            return; /* finish() resumes with pending input */
+        }
+    }
+}
+
+/* ---- connections ---- */
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct http_conn *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    struct http_server *s = c->srv;
+    tls_session_free(c->tls);
+    buf_fini(&c->pending);
+    buf_fini(&c->field);
+    buf_fini(&c->value);
+    free(c);
+    maybe_finish_shutdown(s);
+}
+
+static void
+conn_close(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    struct http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    if (c->ex) {
+        /* A dispatched exchange belongs to the handler until it finishes (into the void). */
+        if (c->ex->dispatched) {
+            c->ex->conn = NULL;
+            s->ndetached++;
+        } else {
+            exchange_free(c->ex);
+        }
+        c->ex = NULL;
+    }
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void
+on_timer(uv_timer_t *t)
+{
+    struct http_conn *c = t->data;
+    if (c->ex && c->paused)
+        return; /* the handler is working; its time is its own business */
+    conn_close(c);
+}
+
+static void
+conn_arm_timer(struct http_conn *c, int64_t ms)
+{
+    if (!c->closing)
+        uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct http_conn *c = h->data;
+    b->base = c->srv->readbuf;
+    b->len = sizeof(c->srv->readbuf);
+}
+
+static void
+on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+    struct http_conn *c = stream->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->tls == NULL) {
+        conn_process(c, b->base, (size_t)nread);
+        return;
+    }
+    tls_session_feed(c->tls, b->base, (size_t)nread);
+    char plain[16384];
+    for (;;) {
+        const char *why = NULL;
+        int r = tls_session_read(c->tls, plain, sizeof(plain), &why);
+        if (r < 0) {
+            conn_flush_tls(c);
+            if (!c->closing)
+                conn_send(c, NULL, 0, true);
+            return;
+        }
+        if (r == 0)
+            break;
+        conn_process(c, plain, (size_t)r);
+        if (c->closing)
+            return;
+    }
+    conn_flush_tls(c);
+}
+
+static void
+on_connection(uv_stream_t *ls, int status)
+{
+    struct http_listener *l = ls->data;
+    struct http_server *s = l->srv;
+    if (status < 0)
+        return;
+    struct http_conn *c = xcalloc(1, sizeof(*c));
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles_open = 2;
+    buf_init(&c->pending);
+    buf_init(&c->field);
+    buf_init(&c->value);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || s->shutting_down ||
+        s->nconns > s->o.max_conns) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->remote_ip, sizeof(c->remote_ip));
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote_ip, sizeof(c->remote_ip));
+    }
+    if (l->tls)
+        c->tls = tls_session_new(l->tls);
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    conn_arm_timer(c, s->o.header_timeout_ms);
+    c->reading = true;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- server ---- */
+
+struct http_server *
+http_server_new(uv_loop_t *loop, const struct http_server_opts *opts)
+{
+    struct http_server *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->o = *opts;
+    if (s->o.max_body == 0)
+        s->o.max_body = 1 << 20;
+    if (s->o.max_header_bytes == 0)
+        s->o.max_header_bytes = 64 << 10;
+    if (s->o.max_headers == 0)
+        s->o.max_headers = 100;
+    if (s->o.header_timeout_ms == 0)
+        s->o.header_timeout_ms = 10000;
+    if (s->o.idle_timeout_ms == 0)
+        s->o.idle_timeout_ms = 60000;
+    if (s->o.max_conns == 0)
+        s->o.max_conns = 10000;
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_header_value_complete = on_header_value_complete;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    return s;
+}
+
+/* Resolves "host:port" (host may be empty, bracketed IPv6, or a name) to a socket address. */
+static int
+resolve_listen_addr(const char *addr, struct sockaddr_storage *ss, char **err)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL) {
+        *err = xasprintf("invalid address \"%s\": missing port", addr);
+        return -1;
+    }
+    char *host = xstrndup(addr, (size_t)(colon - addr));
+    const char *port = colon + 1;
+    char *end;
+    long pn = strtol(port, &end, 10);
+    int rc = 0;
+    if (*port == '\0' || *end != '\0' || pn < 0 || pn > 65535) {
+        *err = xasprintf("invalid address \"%s\": bad port", addr);
+        rc = -1;
+        goto out;
+    }
+    if (host[0] == '[' && str_has_suffix(host, "]")) {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    if (host[0] == '\0')
+        str_replace(&host, "0.0.0.0");
+    if (uv_ip4_addr(host, (int)pn, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, (int)pn, (struct sockaddr_in6 *)ss) == 0)
+        goto out;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0 || res == NULL) {
+        *err = xasprintf("invalid address \"%s\": %s", addr, gai_strerror(gai));
+        rc = -1;
+        goto out;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+out:
+    free(host);
+    return rc;
+}
+
+int
+http_server_listen(struct http_server *s, const char *addr, struct tls_ctx *tls, char *bound,
+                   size_t boundcap, char **err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (resolve_listen_addr(addr, &ss, err) < 0)
+        return -1;
+    struct http_listener *l = xcalloc(1, sizeof(*l));
+    l->srv = s;
+    l->tls = tls;
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    if (r < 0) {
+        *err = xasprintf("listen %s: %s", addr, uv_strerror(r));
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+        return -1;
+    }
+    l->next = s->listeners;
+    s->listeners = l;
+    if (bound) {
+        struct sockaddr_storage got;
+        int len = sizeof(got);
+        uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&got, &len);
+        char ip[64];
+        if (got.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&got, ip, sizeof(ip));
+            snprintf(bound, boundcap, "[%s]:%d", ip,
+                     ntohs(((struct sockaddr_in6 *)&got)->sin6_port));
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&got, ip, sizeof(ip));
+            snprintf(bound, boundcap, "%s:%d", ip, ntohs(((struct sockaddr_in *)&got)->sin_port));
+        }
+    }
+    return 0;
+}
+
+size_t
+http_server_conn_count(const struct http_server *s)
+{
+    return s->nconns;
+}
+
+static void
+on_grace_closed(uv_handle_t *h)
+{
+    struct http_server *s = h->data;
+    s->grace_timer_open = false;
+    maybe_finish_shutdown(s);
+}
+
+static void
+maybe_finish_shutdown(struct http_server *s)
+{
+    if (!s->shutting_down || s->shutdown_done)
+        return;
+    /* Close connections that became idle. */
+    for (struct http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->ex == NULL)
+            conn_close(c);
+    }
+    if (s->conns || s->listeners || s->ndetached)
+        return;
+    if (s->grace_timer_open) {
+        if (!uv_is_closing((uv_handle_t *)&s->grace_timer))
+            uv_close((uv_handle_t *)&s->grace_timer, on_grace_closed);
+        return;
+    }
+    s->shutdown_done = true;
+    if (s->shutdown_cb)
+        s->shutdown_cb(s->shutdown_arg);
+}
+
+static void
+on_grace_timeout(uv_timer_t *t)
+{
+    struct http_server *s = t->data;
+    for (struct http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+    maybe_finish_shutdown(s);
+}
+
+static void
+on_listener_closed(uv_handle_t *h)
+{
+    struct http_listener *l = h->data;
+    struct http_server *s = l->srv;
+    free(l);
+    maybe_finish_shutdown(s);
+}
+
+void
+http_server_shutdown(struct http_server *s, int64_t grace_ms, void (*cb)(void *), void *arg)
+{
+    s->shutting_down = true;
+    s->shutdown_cb = cb;
+    s->shutdown_arg = arg;
+    uv_timer_init(s->loop, &s->grace_timer);
+    s->grace_timer.data = s;
+    s->grace_timer_open = true;
+    uv_timer_start(&s->grace_timer, on_grace_timeout, (uint64_t)grace_ms, 0);
+    struct http_listener *l = s->listeners;
+    s->listeners = NULL;
+    while (l) {
+        struct http_listener *next = l->next;
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        l = next;
+    }
+    maybe_finish_shutdown(s);
+}
+
+void
+http_server_free(struct http_server *s)
+{
+    free(s);
+}

@@ -1,0 +1,112 @@
+/* HTTP/1.1 server on libuv, with TLS (net/tls) on any listener. Requests are parsed strictly
+ * (llhttp, no lenient flags: see SECURITY.md #1), bodies are buffered up to a limit, and the
+ * program's handler answers each request with an exchange, at once or later (asynchronously,
+ * e.g. after a store query), always on the loop thread. */
+#ifndef HTTP_SERVER_H
+#define HTTP_SERVER_H
+
+#include "base/buf.h"
+#include "net/tls.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct http_header {
+    char *name;
+    char *value;
+};
+
+struct http_request {
+    char *method; /* "GET" */
+    char *target; /* raw request-target, e.g. "/api/v2/x?y=1" */
+    char *path;   /* target up to '?', not decoded */
+    char *query;  /* after '?', not decoded; "" when absent */
+    struct http_header *headers;
+    size_t nheaders;
+    struct buf body;
+    char remote_ip[64];
+    bool tls; /* arrived on a TLS listener */
+};
+
+#define HTTP_MAX_PARAMS 4
+
+struct http_exchange;
+struct http_server;
+
+/* Handles one request. Must eventually call http_exchange_finish (now or later, on the loop). */
+typedef void (*http_handler_fn)(struct http_exchange *ex, void *arg);
+/* Called once per finished exchange (metrics, access logs), before it is freed. */
+typedef void (*http_done_fn)(struct http_exchange *ex, void *arg);
+
+struct http_exchange {
+    struct http_request req;
+    int status;
+    struct http_header *rheaders;
+    size_t nrheaders;
+    size_t caprheaders;
+    struct buf rbody;
+    const char *route; /* the matched route pattern (static string), for metrics */
+    const char *param_names[HTTP_MAX_PARAMS];
+    char *param_values[HTTP_MAX_PARAMS];
+    size_t nparams;
+    int64_t start_ms; /* monotonic */
+    void *user;       /* the program's per-request state */
+    /* internals */
+    struct http_conn *conn; /* NULL once the connection is gone */
+    struct http_server *srv;
+    bool dispatched; /* handed to the handler */
+    bool finished;
+    bool close_after;
+};
+
+struct http_server_opts {
+    http_handler_fn handler;
+    void *arg;
+    http_done_fn on_done;
+    size_t max_body;           /* 0 = 1 MiB; larger bodies get 413 */
+    size_t max_header_bytes;   /* 0 = 64 KiB (request line + headers); larger gets 431 */
+    size_t max_headers;        /* 0 = 100 headers; more gets 431 */
+    int64_t header_timeout_ms; /* 0 = 10 s to receive a whole request head */
+    int64_t idle_timeout_ms;   /* 0 = 60 s between requests on a keep-alive connection */
+    size_t max_conns;          /* 0 = 10000; over it new connections are closed at once */
+};
+
+/* Creates a server on loop. The opts are copied. */
+struct http_server *http_server_new(uv_loop_t *loop, const struct http_server_opts *opts);
+/* Starts listening on addr ("127.0.0.1:3000", "[::1]:80", "0.0.0.0:443", "localhost:3000",
+ * ":3000"), with TLS when tls is not NULL (the server does not own tls). On success writes
+ * the bound "host:port" into bound (if not NULL) and returns 0; else sets *err. */
+int http_server_listen(struct http_server *s, const char *addr, struct tls_ctx *tls, char *bound,
+                       size_t boundcap, char **err);
+/* Stops accepting, closes idle connections, lets in-flight requests finish for up to
+ * grace_ms, then closes the rest. cb runs once everything is closed; then free the server. */
+void http_server_shutdown(struct http_server *s, int64_t grace_ms, void (*cb)(void *), void *arg);
+void http_server_free(struct http_server *s);
+size_t http_server_conn_count(const struct http_server *s);
+
+/* Request helpers. */
+const char *http_request_header(const struct http_request *r, const char *name);
+/* The decoded value of a query parameter (new string), or NULL. */
+char *http_request_query_param(const struct http_request *r, const char *key);
+/* The value of a cookie (new string), or NULL. */
+char *http_request_cookie(const struct http_request *r, const char *name);
+/* A route parameter by name ("workspaceproxy"), or NULL. */
+const char *http_exchange_param(const struct http_exchange *ex, const char *name);
+
+/* Response helpers: set headers and body, then finish. Header names are sent as given. */
+void http_exchange_header(struct http_exchange *ex, const char *name, const char *value);
+void http_exchange_header_printf(struct http_exchange *ex, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool http_exchange_has_header(const struct http_exchange *ex, const char *name);
+/* Sends the response with the status and the body in ex->rbody. Idempotent. On the loop only. */
+void http_exchange_finish(struct http_exchange *ex, int status);
+/* Shorthands: body + Content-Type + finish. */
+void http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body);
+/* {"message": msg, "detail": detail?} as application/json. */
+void http_reply_error(struct http_exchange *ex, int status, const char *msg, const char *detail);
+
+const char *http_status_text(int status);
+
+#endif

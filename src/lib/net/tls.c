@@ -1,0 +1,404 @@
+#include "net/tls.h"
+#include "base/util.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+
+struct tls_ctx {
+    SSL_CTX **ctxs; /* one per certificate; ctxs[0] is the default */
+    size_t n;
+    enum tls_client_auth client_auth;
+    unsigned char *alpn;
+    size_t alpn_len;
+};
+
+struct tls_session {
+    SSL *ssl;
+    BIO *rbio; /* ciphertext from the peer */
+    BIO *wbio; /* ciphertext to the peer */
+};
+
+int
+tls_client_auth_parse(const char *s, enum tls_client_auth *out)
+{
+    static const struct {
+        const char *name;
+        enum tls_client_auth v;
+    } modes[] = {{"none", TLS_CLIENT_AUTH_NONE},
+                 {"request", TLS_CLIENT_AUTH_REQUEST},
+                 {"require-any", TLS_CLIENT_AUTH_REQUIRE_ANY},
+                 {"verify-if-given", TLS_CLIENT_AUTH_VERIFY_IF_GIVEN},
+                 {"require-and-verify", TLS_CLIENT_AUTH_REQUIRE_AND_VERIFY}};
+    if (s == NULL || *s == '\0') {
+        *out = TLS_CLIENT_AUTH_NONE;
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
+        if (strcmp(s, modes[i].name) == 0) {
+            *out = modes[i].v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int
+tls_version_parse(const char *s, int *out)
+{
+    static const struct {
+        const char *name;
+        int v;
+    } versions[] = {{"tls10", TLS1_VERSION},
+                    {"tls11", TLS1_1_VERSION},
+                    {"tls12", TLS1_2_VERSION},
+                    {"tls13", TLS1_3_VERSION}};
+    if (s == NULL || *s == '\0') {
+        *out = TLS1_2_VERSION;
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(versions); i++) {
+        if (strcmp(s, versions[i].name) == 0) {
+            *out = versions[i].v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static char *
+ssl_error_text(const char *what, const char *file)
+{
+    unsigned long e = ERR_peek_last_error();
+    char msg[256] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, msg, sizeof(msg));
+    ERR_clear_error();
+    return file ? xasprintf("%s \"%s\": %s", what, file, msg) : xasprintf("%s: %s", what, msg);
+}
+
+/* Accept any client certificate: the "request" and "require-any" modes only ask for one. */
+static int
+verify_accept_any(int ok, X509_STORE_CTX *x)
+{
+    return 1;
+}
+
+static int
+select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+            unsigned int inlen, void *arg)
+{
+    struct tls_ctx *c = arg;
+    if (c->alpn == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, c->alpn, (unsigned)c->alpn_len, in,
+                              inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* With several certificates, pick the one whose names match the client's SNI. */
+static int
+select_cert(SSL *ssl, int *alert, void *arg)
+{
+    struct tls_ctx *c = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL || c->n < 2)
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i < c->n; i++) {
+        X509 *cert = SSL_CTX_get0_certificate(c->ctxs[i]);
+        if (cert && X509_check_host(cert, name, 0, 0, NULL) == 1) {
+            SSL_set_SSL_CTX(ssl, c->ctxs[i]);
+            break;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Converts a comma-separated cipher list (IANA or OpenSSL names) for TLS <= 1.2 and 1.3. */
+static int
+apply_ciphers(SSL_CTX *ctx, const char *list, char **err)
+{
+    struct buf b12, b13;
+    buf_init(&b12);
+    buf_init(&b13);
+    char *copy = xstrdup(list);
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *t = str_trim_dup(tok);
+        struct buf *dst =
+            str_has_prefix(t, "TLS_AES") || str_has_prefix(t, "TLS_CHACHA20") ? &b13 : &b12;
+        const char *name = t;
+        const SSL_CIPHER *sc = NULL;
+        if (dst == &b12 && str_has_prefix(t, "TLS_")) {
+            /* IANA name: look it up among what OpenSSL knows. */
+            STACK_OF(SSL_CIPHER) *all = SSL_CTX_get_ciphers(ctx);
+            for (int i = 0; all && i < sk_SSL_CIPHER_num(all); i++) {
+                const SSL_CIPHER *cand = sk_SSL_CIPHER_value(all, i);
+                if (strcmp(SSL_CIPHER_standard_name(cand), t) == 0)
+                    sc = cand;
+            }
+            if (sc)
+                name = SSL_CIPHER_get_name(sc);
+        }
+        if (dst->len)
+            buf_putc(dst, ':');
+        buf_puts(dst, name);
+        free(t);
+    }
+    free(copy);
+    int rc = 0;
+    if (b12.len && SSL_CTX_set_cipher_list(ctx, b12.data) != 1) {
+        *err = xasprintf("invalid --tls-ciphers \"%s\"", list);
+        rc = -1;
+    }
+    if (rc == 0 && b13.len && SSL_CTX_set_ciphersuites(ctx, b13.data) != 1) {
+        *err = xasprintf("invalid --tls-ciphers \"%s\"", list);
+        rc = -1;
+    }
+    ERR_clear_error();
+    buf_fini(&b12);
+    buf_fini(&b13);
+    return rc;
+}
+
+static SSL_CTX *
+server_ctx_one(const struct tls_server_opts *o, struct tls_ctx *c, size_t i, int minv, char **err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        *err = ssl_error_text("create TLS context", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, minv);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_files[i]) != 1) {
+        *err = ssl_error_text("load TLS certificate", o->cert_files[i]);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, o->key_files[i], SSL_FILETYPE_PEM) != 1) {
+        *err = ssl_error_text("load TLS key", o->key_files[i]);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        *err = xasprintf("TLS key \"%s\" does not match certificate \"%s\"", o->key_files[i],
+                         o->cert_files[i]);
+        goto fail;
+    }
+    if (!o->allow_insecure_ciphers)
+        SSL_CTX_set_cipher_list(ctx, "HIGH:!aNULL:!MD5:!RC4:!3DES:!SHA1");
+    if (o->ciphers && *o->ciphers && apply_ciphers(ctx, o->ciphers, err) < 0)
+        goto fail;
+    int mode = SSL_VERIFY_NONE;
+    switch (c->client_auth) {
+    case TLS_CLIENT_AUTH_NONE:
+        break;
+    case TLS_CLIENT_AUTH_REQUEST:
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_accept_any);
+        break;
+    case TLS_CLIENT_AUTH_REQUIRE_ANY:
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           verify_accept_any);
+        break;
+    case TLS_CLIENT_AUTH_VERIFY_IF_GIVEN:
+        mode = SSL_VERIFY_PEER;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+        break;
+    case TLS_CLIENT_AUTH_REQUIRE_AND_VERIFY:
+        mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+        break;
+    }
+    if (o->client_ca_file && *o->client_ca_file) {
+        if (SSL_CTX_load_verify_locations(ctx, o->client_ca_file, NULL) != 1) {
+            *err = ssl_error_text("load TLS client CA", o->client_ca_file);
+            goto fail;
+        }
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca_file);
+        if (names)
+            SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    /* Session IDs need a context id once client certificates are involved. */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"coder", 5);
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, c);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static int
+servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    return select_cert(ssl, alert, arg);
+}
+
+struct tls_ctx *
+tls_ctx_new_server(const struct tls_server_opts *o, char **err)
+{
+    int minv;
+    struct tls_ctx *c = xcalloc(1, sizeof(*c));
+    if (o->ncerts == 0) {
+        *err = xstrdup("TLS is enabled but no certificate was given (--tls-cert-file)");
+        goto fail;
+    }
+    if (tls_version_parse(o->min_version, &minv) < 0) {
+        *err =
+            xasprintf("invalid --tls-min-version \"%s\": must be one of tls10, tls11, tls12, tls13",
+                      o->min_version);
+        goto fail;
+    }
+    if (tls_client_auth_parse(o->client_auth, &c->client_auth) < 0) {
+        *err = xasprintf(
+            "invalid --tls-client-auth \"%s\": must be one of none, request, require-any, "
+            "verify-if-given, require-and-verify",
+            o->client_auth);
+        goto fail;
+    }
+    if (o->alpn) {
+        c->alpn_len = strlen(o->alpn);
+        c->alpn = (unsigned char *)xstrdup(o->alpn);
+    }
+    c->ctxs = xcalloc(o->ncerts, sizeof(*c->ctxs));
+    for (size_t i = 0; i < o->ncerts; i++) {
+        c->ctxs[i] = server_ctx_one(o, c, i, minv, err);
+        if (c->ctxs[i] == NULL)
+            goto fail;
+        c->n++;
+    }
+    SSL_CTX_set_tlsext_servername_callback(c->ctxs[0], servername_cb);
+    SSL_CTX_set_tlsext_servername_arg(c->ctxs[0], c);
+    return c;
+fail:
+    tls_ctx_free(c);
+    return NULL;
+}
+
+void
+tls_ctx_free(struct tls_ctx *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        SSL_CTX_free(c->ctxs[i]);
+    free(c->ctxs);
+    free(c->alpn);
+    free(c);
+}
+
+struct tls_session *
+tls_session_new(struct tls_ctx *c)
+{
+    struct tls_session *s = xcalloc(1, sizeof(*s));
+    s->ssl = SSL_new(c->ctxs[0]);
+    s->rbio = BIO_new(BIO_s_mem());
+    s->wbio = BIO_new(BIO_s_mem());
+    if (s->ssl == NULL || s->rbio == NULL || s->wbio == NULL) {
+        fprintf(stderr, "fatal: out of memory creating a TLS session\n");
+        abort();
+    }
+    BIO_set_mem_eof_return(s->rbio, -1);
+    SSL_set_bio(s->ssl, s->rbio, s->wbio);
+    SSL_set_accept_state(s->ssl);
+    return s;
+}
+
+void
+tls_session_free(struct tls_session *s)
+{
+    if (s == NULL)
+        return;
+    SSL_free(s->ssl); /* frees both BIOs */
+    free(s);
+}
+
+void
+tls_session_feed(struct tls_session *s, const void *data, size_t n)
+{
+    BIO_write(s->rbio, data, (int)n);
+}
+
+int
+tls_session_read(struct tls_session *s, void *out, size_t cap, const char **why)
+{
+    int r = SSL_read(s->ssl, out, (int)(cap > 0x7fffffff ? 0x7fffffff : cap));
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+        *why = "peer closed TLS";
+    } else {
+        unsigned long le = ERR_peek_last_error();
+        *why = le ? ERR_reason_error_string(le) : "TLS error";
+        if (*why == NULL)
+            *why = "TLS error";
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+int
+tls_session_write(struct tls_session *s, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        int chunk = n > 65536 ? 65536 : (int)n;
+        int r = SSL_write(s->ssl, p, chunk);
+        if (r <= 0) {
+            ERR_clear_error();
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+size_t
+tls_session_take_output(struct tls_session *s, struct buf *out)
+{
+    size_t total = 0;
+    size_t pending;
+    while ((pending = BIO_ctrl_pending(s->wbio)) > 0) {
+        buf_reserve(out, pending);
+        int r = BIO_read(s->wbio, out->data + out->len, (int)pending);
+        if (r <= 0)
+            break;
+        out->len += (size_t)r;
+        out->data[out->len] = '\0';
+        total += (size_t)r;
+    }
+    return total;
+}
+
+void
+tls_session_shutdown(struct tls_session *s)
+{
+    if (SSL_is_init_finished(s->ssl))
+        SSL_shutdown(s->ssl);
+    ERR_clear_error();
+}
+
+bool
+tls_session_handshake_done(const struct tls_session *s)
+{
+    return SSL_is_init_finished(s->ssl);
+}
+
+const char *
+tls_session_alpn(const struct tls_session *s)
+{
+    static __thread char proto[32];
+    const unsigned char *p;
+    unsigned int n;
+    SSL_get0_alpn_selected(s->ssl, &p, &n);
+    if (n >= sizeof(proto))
+        n = 0;
+    memcpy(proto, p, n);
+    proto[n] = '\0';
+    return proto;
+}

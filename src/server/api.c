@@ -1,0 +1,225 @@
+/* The primary's HTTP front: common headers, the route table, and the hop of each API request
+ * to the store thread and back. */
+#include "primary.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "http/common.h"
+#include "http/router.h"
+#include "proxyhealth.h"
+#include "worker.h"
+
+#include <string.h>
+
+struct api_route {
+    struct http_route r;
+    api_fn fn;
+    enum api_auth auth;
+};
+
+static void
+h_buildinfo(struct http_exchange *ex, void *arg)
+{
+    struct primary *p = arg;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:b}", "external_url",
+                          "https://github.com/coder/coder", "version", CODER_VERSION,
+                          "dashboard_url", p->cfg.access_url, "workspace_proxy", 0,
+                          "agent_api_version", "2.0", "provisioner_api_version", "1.0",
+                          "upgrade_message", "", "deployment_id", p->deployment_id, "telemetry", 0);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    http_reply_text(ex, 200, "application/json; charset=utf-8", s);
+    free(s);
+}
+
+static void
+h_site(struct http_exchange *ex, void *arg)
+{
+    struct primary *p = arg;
+    char *body =
+        xasprintf("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Coder</title>"
+                  "</head><body><h1>Coder</h1><p>Deployment %s.</p>"
+                  "<p>Use the <code>coder</code> CLI: <code>coder login %s</code></p>"
+                  "</body></html>\n",
+                  p->deployment_id, p->cfg.access_url);
+    http_reply_text(ex, strcmp(ex->req.path, "/") == 0 ? 200 : 404, "text/html; charset=utf-8",
+                    body);
+    free(body);
+}
+
+static const struct api_route api_routes[] = {
+    {{"GET", "/api/v2/users/first", NULL}, api_users_first_get, API_AUTH_NONE},
+    {{"POST", "/api/v2/users/first", NULL}, api_users_first_post, API_AUTH_NONE},
+    {{"POST", "/api/v2/users/login", NULL}, api_users_login, API_AUTH_NONE},
+    {{"GET", "/api/v2/users/authmethods", NULL}, api_users_authmethods, API_AUTH_NONE},
+    {{"POST", "/api/v2/users/logout", NULL}, api_users_logout, API_AUTH_USER},
+    {{"POST", "/api/v2/users", NULL}, api_users_create, API_AUTH_OWNER},
+    {{"GET", "/api/v2/users/{user}", NULL}, api_users_get, API_AUTH_USER},
+    {{"POST", "/api/v2/users/{user}/keys", NULL}, api_users_keys_create, API_AUTH_USER},
+    {{"GET", "/api/v2/regions", NULL}, api_regions, API_AUTH_USER},
+    {{"POST", "/api/v2/workspaceproxies/me/register", NULL}, api_proxies_register, API_AUTH_PROXY},
+    {{"POST", "/api/v2/workspaceproxies/me/deregister", NULL},
+     api_proxies_deregister,
+     API_AUTH_PROXY},
+    {{"POST", "/api/v2/workspaceproxies", NULL}, api_proxies_create, API_AUTH_OWNER},
+    {{"GET", "/api/v2/workspaceproxies", NULL}, api_proxies_list, API_AUTH_USER},
+    {{"GET", "/api/v2/workspaceproxies/{workspaceproxy}", NULL}, api_proxies_get, API_AUTH_USER},
+    {{"PATCH", "/api/v2/workspaceproxies/{workspaceproxy}", NULL},
+     api_proxies_patch,
+     API_AUTH_OWNER},
+    {{"DELETE", "/api/v2/workspaceproxies/{workspaceproxy}", NULL},
+     api_proxies_delete,
+     API_AUTH_OWNER},
+};
+
+static const struct http_route loop_routes[] = {
+    {"GET", "/healthz", http_common_healthz},
+    {"GET", "/latency-check", http_common_latency_check},
+    {"GET", "/api/v2/buildinfo", h_buildinfo},
+};
+
+void
+api_reply_json(struct api_ctx *c, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(j);
+    buf_reset(&c->ex->rbody);
+    buf_puts(&c->ex->rbody, s);
+    buf_putc(&c->ex->rbody, '\n');
+    free(s);
+    http_exchange_header(c->ex, "Content-Type", "application/json; charset=utf-8");
+    c->ex->status = status;
+}
+
+void
+api_reply_error(struct api_ctx *c, int status, const char *msg, const char *detail)
+{
+    json_t *j = json_pack("{s:s}", "message", msg);
+    if (detail && *detail)
+        json_object_set_new(j, "detail", json_string(detail));
+    api_reply_json(c, status, j);
+}
+
+json_t *
+api_read_json(struct api_ctx *c)
+{
+    json_error_t err;
+    const struct buf *b = &c->ex->req.body;
+    json_t *j = json_loadb(b->data ? b->data : "", b->len, JSON_REJECT_DUPLICATES, &err);
+    if (j == NULL) {
+        char *detail = xasprintf("%s (line %d, column %d)", err.text, err.line, err.column);
+        api_reply_error(c, 400, "Request body must be valid JSON.", detail);
+        free(detail);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_reply_error(c, 400, "Request body must be a JSON object.", NULL);
+        return NULL;
+    }
+    return j;
+}
+
+bool
+api_user_is_owner(const struct store_user *u)
+{
+    if (u->rbac_roles == NULL)
+        return false;
+    char *copy = xstrdup(u->rbac_roles), *save = NULL;
+    bool owner = false;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        owner |= strcmp(t, "owner") == 0;
+    free(copy);
+    return owner;
+}
+
+/* ---- the hop to the store thread ---- */
+
+struct api_job {
+    struct api_ctx c;
+    const struct api_route *route;
+};
+
+static void
+api_job_run(struct store *st, void *arg)
+{
+    struct api_job *j = arg;
+    struct api_ctx *c = &j->c;
+    c->st = st;
+    c->ex->status = 0;
+    switch (j->route->auth) {
+    case API_AUTH_NONE:
+        break;
+    case API_AUTH_USER:
+    case API_AUTH_OWNER:
+        if (api_auth_user(c) < 0)
+            return;
+        if (j->route->auth == API_AUTH_OWNER && !api_user_is_owner(&c->user)) {
+            api_reply_error(c, 403, "Forbidden.", NULL);
+            return;
+        }
+        break;
+    case API_AUTH_PROXY:
+        if (api_auth_proxy(c) < 0)
+            return;
+        break;
+    }
+    j->route->fn(c);
+    if (c->ex->status == 0)
+        api_reply_error(c, 500, "An internal server error occurred.", "handler gave no response");
+}
+
+static void
+api_job_done(void *arg)
+{
+    struct api_job *j = arg;
+    struct api_ctx *c = &j->c;
+    struct primary *p = c->p;
+    http_exchange_finish(c->ex, c->ex->status);
+    if (c->registered[0])
+        proxyhealth_on_register(p->health, c->registered);
+    if (c->deregistered[0])
+        proxyhealth_on_deregister(p->health, c->deregistered);
+    if (c->health_check)
+        proxyhealth_check_now(p->health);
+    store_user_fini(&c->user);
+    store_apikey_fini(&c->key);
+    store_proxy_fini(&c->proxy);
+    free(j);
+}
+
+void
+api_handle(struct http_exchange *ex, void *arg)
+{
+    struct primary *p = arg;
+    http_common_headers(ex, p->cfg.hsts_max_age, p->cfg.hsts_options);
+    int i = http_route_find(loop_routes, ARRAY_LEN(loop_routes), ex);
+    if (i >= 0) {
+        loop_routes[i].fn(ex, p);
+        return;
+    }
+    struct http_route routes[ARRAY_LEN(api_routes)];
+    for (size_t k = 0; k < ARRAY_LEN(api_routes); k++)
+        routes[k] = api_routes[k].r;
+    i = http_route_find(routes, ARRAY_LEN(routes), ex);
+    if (i == HTTP_ROUTE_BAD_METHOD) {
+        http_reply_error(ex, 405, "Method not allowed.", NULL);
+        return;
+    }
+    if (i < 0) {
+        if (str_has_prefix(ex->req.path, "/api/")) {
+            http_reply_error(ex, 404, "Route not found.", NULL);
+            return;
+        }
+        h_site(ex, p);
+        return;
+    }
+    if (p->stopping) {
+        http_reply_error(ex, 503, "The server is shutting down.", NULL);
+        return;
+    }
+    struct api_job *j = xcalloc(1, sizeof(*j));
+    j->c.p = p;
+    j->c.ex = ex;
+    j->route = &api_routes[i];
+    worker_submit(p->worker, api_job_run, api_job_done, j);
+}

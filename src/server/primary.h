@@ -1,0 +1,101 @@
+/* The primary's shared state, and what its API handlers see. Handlers run on the store thread
+ * (see worker.h) with synchronous store calls; the response goes back to the loop. */
+#ifndef SERVER_PRIMARY_H
+#define SERVER_PRIMARY_H
+
+#include "http/server.h"
+#include "store/store.h"
+
+#include <jansson.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct metrics_registry;
+struct metrics_family;
+struct proxyhealth;
+struct worker;
+struct http_client;
+
+struct primary_config {
+    char *access_url;          /* normalised, no trailing slash */
+    char *wildcard_access_url; /* "*.example.com[:port]" or "" */
+    int64_t proxy_health_interval_ms;
+    int64_t session_duration_ms;
+    bool disable_session_expiry_refresh;
+    bool secure_auth_cookie;
+    char *samesite_auth_cookie;
+    int64_t hsts_max_age;
+    char *hsts_options;
+};
+
+struct primary {
+    uv_loop_t *loop;
+    struct primary_config cfg;
+    struct worker *worker;
+    struct http_server *http;
+    struct http_server *prom;
+    struct metrics_registry *metrics;
+    struct proxyhealth *health;
+    struct http_client *client;
+    char deployment_id[37];
+    bool stopping;
+};
+
+enum api_auth {
+    API_AUTH_NONE,  /* public */
+    API_AUTH_USER,  /* any signed-in user (session token) */
+    API_AUTH_OWNER, /* signed-in user with the owner role */
+    API_AUTH_PROXY, /* a workspace proxy (Coder-External-Proxy-Token) */
+};
+
+/* One API request being served on the store thread. */
+struct api_ctx {
+    struct primary *p;
+    struct http_exchange *ex;
+    struct store *st;
+    struct store_user user; /* API_AUTH_USER / OWNER */
+    struct store_apikey key;
+    struct store_proxy proxy; /* API_AUTH_PROXY */
+    /* Loop-side effects to run after the response (set by handlers). */
+    bool health_check;     /* run the proxy health checks now */
+    char registered[37];   /* a proxy replica registered: proxy id */
+    char deregistered[37]; /* a proxy deregistered: proxy id */
+};
+
+typedef void (*api_fn)(struct api_ctx *c);
+
+/* api.c */
+void api_handle(struct http_exchange *ex, void *arg);
+/* Replies with a JSON document (stolen: the reply owns j). */
+void api_reply_json(struct api_ctx *c, int status, json_t *j);
+void api_reply_error(struct api_ctx *c, int status, const char *msg, const char *detail);
+/* Parses the body as a JSON object; on failure replies 400 and returns NULL. */
+json_t *api_read_json(struct api_ctx *c);
+bool api_user_is_owner(const struct store_user *u);
+
+/* api_users.c */
+void api_users_first_get(struct api_ctx *c);
+void api_users_first_post(struct api_ctx *c);
+void api_users_login(struct api_ctx *c);
+void api_users_logout(struct api_ctx *c);
+void api_users_get(struct api_ctx *c);
+void api_users_create(struct api_ctx *c);
+void api_users_keys_create(struct api_ctx *c);
+void api_users_authmethods(struct api_ctx *c);
+/* Looks up a session token: 0 with user/key filled, or replies 401 and returns -1. */
+int api_auth_user(struct api_ctx *c);
+
+/* api_proxies.c */
+void api_proxies_create(struct api_ctx *c);
+void api_proxies_list(struct api_ctx *c);
+void api_proxies_get(struct api_ctx *c);
+void api_proxies_patch(struct api_ctx *c);
+void api_proxies_delete(struct api_ctx *c);
+void api_regions(struct api_ctx *c);
+void api_proxies_register(struct api_ctx *c);
+void api_proxies_deregister(struct api_ctx *c);
+int api_auth_proxy(struct api_ctx *c);
+
+#endif

@@ -1,0 +1,316 @@
+/* `coder server`: the primary. Start-up, the option table, and graceful shutdown. */
+#include "server.h"
+#include "base/log.h"
+#include "base/timeutil.h"
+#include "base/util.h"
+#include "base/uuid.h"
+#include "conf/global.h"
+#include "http/client.h"
+#include "http/promserve.h"
+#include "http/serveropts.h"
+#include "http/apimetrics.h"
+#include "metrics/metrics.h"
+#include "primary.h"
+#include "proxyhealth.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+struct server_opts {
+    struct serveropts net;
+    int64_t proxy_health_interval;
+    int64_t session_duration;
+    bool disable_session_expiry_refresh;
+    char *postgres_url;
+    char *cache_dir;
+};
+
+struct server_run {
+    struct primary p;
+    struct api_metrics *apim;
+    uv_signal_t sigint, sigterm;
+    int exit_code;
+};
+
+static void
+on_done(struct http_exchange *ex, void *arg)
+{
+    struct server_run *r = arg;
+    api_metrics_end(r->apim, ex);
+}
+
+static void
+handle(struct http_exchange *ex, void *arg)
+{
+    struct server_run *r = arg;
+    api_handle(ex, &r->p);
+}
+
+/* Loads or creates the deployment's identity in the store (store thread, before start). */
+static int
+ensure_site_config(struct store *st, char deployment_id[37], char **err)
+{
+    char *v = NULL;
+    const char *keys[] = {"deployment_id", "default_organization_id"};
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        int rc = store_config_get(st, keys[i], &v);
+        if (rc == STORE_ENOTFOUND) {
+            char id[37];
+            uuid_new(id);
+            if (store_config_set(st, keys[i], id) < 0) {
+                *err = xstrdup("write site configuration: database error");
+                return -1;
+            }
+            v = xstrdup(id);
+        } else if (rc < 0) {
+            *err = xstrdup("read site configuration: database error");
+            return -1;
+        }
+        if (i == 0)
+            snprintf(deployment_id, 37, "%s", v);
+        free(v);
+        v = NULL;
+    }
+    return 0;
+}
+
+static void
+on_http_closed(void *arg)
+{
+    struct server_run *r = arg;
+    struct primary *p = &r->p;
+    http_client_close(p->client);
+    worker_stop(p->worker);
+    proxyhealth_stop(p->health);
+    uv_close((uv_handle_t *)&r->sigint, NULL);
+    uv_close((uv_handle_t *)&r->sigterm, NULL);
+    log_info("server: gracefully shut down API server");
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+    struct server_run *r = s->data;
+    struct primary *p = &r->p;
+    if (p->stopping) {
+        return;
+    }
+    p->stopping = true;
+    printf("\nInterrupt caught, gracefully exiting. Use ctrl+\\ to force quit\n");
+    printf("Shutting down API server...\n");
+    fflush(stdout);
+    if (p->prom)
+        http_server_shutdown(p->prom, 0, NULL, NULL);
+    http_server_shutdown(p->http, 3000, on_http_closed, r);
+}
+
+static int
+server_start(struct server_run *r, struct server_opts *o, const char *config_dir, char **err)
+{
+    struct primary *p = &r->p;
+    uv_signal_init(p->loop, &r->sigint);
+    uv_signal_init(p->loop, &r->sigterm);
+    r->sigint.data = r->sigterm.data = r;
+    if (o->postgres_url && *o->postgres_url) {
+        *err = xstrdup("--postgres-url: PostgreSQL is not supported by this build yet; unset it "
+                       "to use the embedded SQLite store");
+        return -1;
+    }
+    if (dir_make_all(config_dir, 0750) < 0) {
+        *err = xasprintf("create config directory \"%s\": %s", config_dir, strerror(errno));
+        return -1;
+    }
+    char *dbpath = xasprintf("%s/coder.db", config_dir);
+    struct store *st = store_open_sqlite(dbpath, err);
+    free(dbpath);
+    if (st == NULL)
+        return -1;
+    if (ensure_site_config(st, p->deployment_id, err) < 0) {
+        store_close(st);
+        return -1;
+    }
+    p->worker = worker_start(p->loop, st);
+    p->metrics = metrics_registry_new();
+    metrics_process_register(p->metrics);
+    r->apim = api_metrics_new(p->metrics);
+    p->client = http_client_new(p->loop);
+    p->health = proxyhealth_new(p);
+    struct http_server_opts hopts = {.handler = handle, .arg = r, .on_done = on_done};
+    p->http = http_server_new(p->loop, &hopts);
+    if (serveropts_listen(&o->net, p->http, err) < 0)
+        return -1;
+    p->cfg.access_url = xstrdup(o->net.access_url && *o->net.access_url
+                                    ? o->net.access_url
+                                    : (o->net.tls_url ? o->net.tls_url : o->net.http_url));
+    p->cfg.wildcard_access_url =
+        xstrdup(o->net.wildcard_access_url ? o->net.wildcard_access_url : "");
+    str_lower(p->cfg.wildcard_access_url);
+    p->cfg.proxy_health_interval_ms = o->proxy_health_interval;
+    p->cfg.session_duration_ms = o->session_duration;
+    p->cfg.disable_session_expiry_refresh = o->disable_session_expiry_refresh;
+    p->cfg.secure_auth_cookie = o->net.secure_auth_cookie;
+    p->cfg.samesite_auth_cookie = xstrdup(o->net.samesite_auth_cookie);
+    p->cfg.hsts_max_age = o->net.hsts_max_age;
+    p->cfg.hsts_options = xstrdup(o->net.hsts_header_options ? o->net.hsts_header_options : "");
+    if (o->net.prometheus_enable) {
+        p->prom = promserve_start(p->loop, p->metrics, o->net.prometheus_address, err);
+        if (p->prom == NULL)
+            return -1;
+        printf("Started Prometheus metrics endpoint at http://%s\n", o->net.prometheus_address);
+    }
+    /* Let `coder login` on this machine find the deployment. */
+    char *urlfile = xasprintf("%s/url", config_dir);
+    file_write_atomic(urlfile, p->cfg.access_url, strlen(p->cfg.access_url), 0600);
+    free(urlfile);
+    proxyhealth_start(p->health);
+    uv_signal_start(&r->sigint, on_signal, SIGINT);
+    uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    printf("\nView the Web UI: %s\n\n==> Logs will stream in below (press ctrl+c to gracefully "
+           "exit):\n",
+           p->cfg.access_url);
+    fflush(stdout);
+    return 0;
+}
+
+static void
+primary_free(struct server_run *r)
+{
+    struct primary *p = &r->p;
+    if (p->http)
+        http_server_free(p->http);
+    if (p->prom)
+        http_server_free(p->prom);
+    api_metrics_free(r->apim);
+    metrics_registry_free(p->metrics);
+    free(p->cfg.access_url);
+    free(p->cfg.wildcard_access_url);
+    free(p->cfg.samesite_auth_cookie);
+    free(p->cfg.hsts_options);
+}
+
+int
+server_main(int argc, char **argv)
+{
+    struct server_opts o = {0};
+    struct global_opts g = {0};
+    struct conf_opt own[SERVEROPTS_COUNT + 8];
+    size_t n = serveropts_table(&o.net, own);
+    const struct conf_opt extra[] = {
+        {.flag = "proxy-health-interval",
+         .env = "CODER_PROXY_HEALTH_INTERVAL",
+         .yaml = "networking.http.proxyHealthInterval",
+         .group = "Networking / HTTP",
+         .def = "1m0s",
+         .type = CONF_DURATION,
+         .dest = &o.proxy_health_interval,
+         .help = "The interval in which coderd should be checking the status of workspace "
+                 "proxies."},
+        {.flag = "session-duration",
+         .env = "CODER_SESSION_DURATION",
+         .yaml = "networking.http.sessionDuration",
+         .group = "Networking / HTTP",
+         .def = "24h0m0s",
+         .type = CONF_DURATION,
+         .dest = &o.session_duration,
+         .help = "The token expiry duration for browser sessions. Sessions may last longer if "
+                 "they are actively making requests, but this functionality can be disabled via "
+                 "--disable-session-expiry-refresh."},
+        {.flag = "disable-session-expiry-refresh",
+         .env = "CODER_DISABLE_SESSION_EXPIRY_REFRESH",
+         .yaml = "networking.http.disableSessionExpiryRefresh",
+         .group = "Networking / HTTP",
+         .type = CONF_BOOL,
+         .dest = &o.disable_session_expiry_refresh,
+         .help = "Disable automatic session expiry bumping due to activity."},
+        {.flag = "postgres-url",
+         .env = "CODER_PG_CONNECTION_URL",
+         .yaml = NULL,
+         .type = CONF_STRING,
+         .dest = &o.postgres_url,
+         .help = "URL of a PostgreSQL database. If empty, the embedded SQLite store in the "
+                 "config directory is used."},
+        {.flag = "cache-dir",
+         .env = "CODER_CACHE_DIRECTORY",
+         .yaml = "cacheDir",
+         .def = "~/.cache/coder",
+         .type = CONF_STRING,
+         .dest = &o.cache_dir,
+         .help = "The directory to cache temporary files."},
+    };
+    memcpy(own + n, extra, sizeof(extra));
+    n += ARRAY_LEN(extra);
+    size_t nall;
+    struct conf_opt *all = global_opts_append(own, n, &g, &nall);
+    struct conf_cmd cmd = {.usage = "coder server [flags]",
+                           .short_desc = "Start a Coder server",
+                           .opts = all,
+                           .nopts = nall,
+                           .yaml_config = true};
+    struct conf_result res = {0};
+    char *err = NULL;
+    int rc = 1;
+    struct server_run *r = xcalloc(1, sizeof(*r));
+    if (conf_parse(&cmd, argc, argv, &res, &err) < 0)
+        goto fail;
+    if (res.help) {
+        char *h = conf_help(&cmd);
+        fputs(h, stdout);
+        free(h);
+        rc = 0;
+        goto out;
+    }
+    if (res.write_config) {
+        char *y = conf_write_yaml(&cmd);
+        fputs(y, stdout);
+        free(y);
+        rc = 0;
+        goto out;
+    }
+    if (serveropts_validate(&o.net, &err) < 0 || serveropts_log_setup(&o.net, g.verbose, &err) < 0)
+        goto fail;
+    if (o.proxy_health_interval < 100) {
+        err = xstrdup("--proxy-health-interval must be at least 100ms");
+        goto fail;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    r->p.loop = &loop;
+    char *dir = global_config_dir(&g);
+    int started = server_start(r, &o, dir, &err);
+    free(dir);
+    if (started < 0) {
+        /* Closing what was opened needs the loop: stop like a signal would. */
+        r->p.stopping = true;
+        if (r->p.http) {
+            if (r->p.prom)
+                http_server_shutdown(r->p.prom, 0, NULL, NULL);
+            http_server_shutdown(r->p.http, 0, on_http_closed, r);
+        } else {
+            uv_close((uv_handle_t *)&r->sigint, NULL);
+            uv_close((uv_handle_t *)&r->sigterm, NULL);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        primary_free(r);
+        serveropts_fini(&o.net);
+        goto fail;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    primary_free(r);
+    serveropts_fini(&o.net);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "error: %s\n", err ? err : "unknown error");
+out:
+    free(err);
+    conf_free_values(&cmd, &res);
+    free(all);
+    free(r);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/* The primary's store: one interface, with SQLite as the embedded backend and room for a
+ * PostgreSQL one (a second `struct store_backend`). SQL is kept portable between the two.
+ *
+ * Threading: a store is used by one thread at a time (the server's store thread owns it);
+ * calls block. Nothing here runs on an event loop.
+ *
+ * Errors: functions return 0, or one of the negative STORE_E* codes. Strings in records are
+ * heap copies owned by the record; *_fini frees them. Timestamps are ms since the epoch. */
+#ifndef STORE_STORE_H
+#define STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    STORE_OK = 0,
+    STORE_ENOTFOUND = -1, /* no such row */
+    STORE_ECONFLICT = -2, /* a unique constraint was violated */
+    STORE_EIO = -3,       /* the database failed; details logged */
+};
+
+struct store_user {
+    char id[37];
+    char *email;
+    char *username;
+    char *name;
+    char *hashed_password; /* "$pbkdf2-sha256$..." or "" */
+    char *status;          /* "active" | "dormant" | "suspended" */
+    char *login_type;      /* "password" | "none" ... */
+    char *rbac_roles;      /* comma-separated site roles, e.g. "owner" or "" */
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t last_seen_at;
+};
+
+struct store_apikey {
+    char id[11]; /* the 10-character public part */
+    char user_id[37];
+    uint8_t hashed_secret[32]; /* sha256 of the 22-character secret */
+    int64_t lifetime_seconds;
+    int64_t expires_at;
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t last_used;
+    char *login_type; /* "password" | "token" */
+    char *scope;      /* "all" | "application_connect" */
+    char *token_name; /* "" for session keys */
+    char *ip_address;
+};
+
+struct store_proxy {
+    char id[37];
+    char *name;
+    char *display_name;
+    char *icon;
+    char *url;               /* "" until the proxy registers */
+    char *wildcard_hostname; /* "" when none */
+    int64_t created_at;
+    int64_t updated_at;
+    bool deleted;
+    uint8_t token_hashed_secret[32];
+    int64_t region_id; /* assigned by the store, unique, increasing */
+    bool derp_enabled;
+    bool derp_only;
+    char *version; /* "" until registered */
+};
+
+struct store_replica {
+    char id[37];
+    char proxy_id[37]; /* owning workspace proxy */
+    char *hostname;
+    char *version;
+    char *relay_address;
+    char *error;
+    int64_t region_id;
+    int64_t created_at;
+    int64_t updated_at; /* last (re-)register */
+    int64_t stopped_at; /* 0 while running */
+};
+
+void store_user_fini(struct store_user *u);
+void store_apikey_fini(struct store_apikey *k);
+void store_proxy_fini(struct store_proxy *p);
+void store_replica_fini(struct store_replica *r);
+/* Frees an array of n records and the array itself. */
+void store_proxies_free(struct store_proxy *v, size_t n);
+void store_replicas_free(struct store_replica *v, size_t n);
+
+struct store;
+
+/* Opens (creating if needed) the SQLite database at path, in WAL mode, and runs the schema
+ * migrations. Returns NULL and sets *err (caller frees) on failure. */
+struct store *store_open_sqlite(const char *path, char **err);
+void store_close(struct store *s);
+
+/* Transactions: everything between begin and commit is atomic. Calls outside a transaction
+ * are each atomic on their own. rollback is safe after any failure. */
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+void store_rollback(struct store *s);
+
+/* Site configuration, a key/value table ("deployment_id", "default_proxy_display_name", ...).
+ * get returns STORE_ENOTFOUND when unset; *value is a new string. */
+int store_config_get(struct store *s, const char *key, char **value);
+int store_config_set(struct store *s, const char *key, const char *value);
+
+/* Users. Username and email are unique case-insensitively (ECONFLICT). */
+int store_user_insert(struct store *s, const struct store_user *u);
+int store_user_count(struct store *s, int64_t *count);
+int store_user_by_id(struct store *s, const char *id, struct store_user *out);
+int store_user_by_email(struct store *s, const char *email, struct store_user *out);
+int store_user_by_username(struct store *s, const char *username, struct store_user *out);
+int store_user_touch(struct store *s, const char *id, int64_t last_seen_at);
+
+/* API keys. */
+int store_apikey_insert(struct store *s, const struct store_apikey *k);
+int store_apikey_by_id(struct store *s, const char *id, struct store_apikey *out);
+int store_apikey_update_usage(struct store *s, const char *id, int64_t last_used,
+                              int64_t expires_at);
+int store_apikey_delete(struct store *s, const char *id);
+
+/* Workspace proxies. Names are unique among non-deleted proxies, case-insensitively
+ * (ECONFLICT). insert assigns region_id (written back into *p). */
+int store_proxy_insert(struct store *s, struct store_proxy *p);
+/* Finds a proxy by id; deleted ones too (check ->deleted). */
+int store_proxy_by_id(struct store *s, const char *id, struct store_proxy *out);
+/* Finds a non-deleted proxy by name, case-insensitively. */
+int store_proxy_by_name(struct store *s, const char *name, struct store_proxy *out);
+/* Lists proxies ordered by created_at then name; deleted ones only if include_deleted. */
+int store_proxy_list(struct store *s, bool include_deleted, struct store_proxy **out, size_t *n);
+/* Updates name, display_name, icon and updated_at (and the token hash when new_hash != NULL). */
+int store_proxy_update(struct store *s, const char *id, const char *name, const char *display_name,
+                       const char *icon, const uint8_t *new_hash, int64_t updated_at);
+/* Records what the proxy said at register: url, wildcard, derp flags, version. */
+int store_proxy_register(struct store *s, const char *id, const char *url,
+                         const char *wildcard_hostname, bool derp_enabled, bool derp_only,
+                         const char *version, int64_t updated_at);
+/* Soft delete: deleted = true; the name becomes free again. */
+int store_proxy_delete(struct store *s, const char *id, int64_t updated_at);
+
+/* Replicas of workspace proxies (one row per running proxy process). */
+int store_replica_upsert(struct store *s, const struct store_replica *r);
+int store_replica_by_id(struct store *s, const char *id, struct store_replica *out);
+/* Replicas of one proxy that are not stopped, ordered by created_at. */
+int store_replica_list(struct store *s, const char *proxy_id, struct store_replica **out,
+                       size_t *n);
+int store_replica_stop(struct store *s, const char *id, int64_t stopped_at);
+
+#endif
