@@ -108,16 +108,3 @@ global_config_dir(const struct global_opts *g)
         return xasprintf("%s/coderv2", xdg);
     return xasprintf("%s/.config/coderv2", home_dir());
 }
-
-void
-global_opts_fini(struct global_opts *g)
-{
-    free(g->url);
-    free(g->token);
-    free(g->config_dir);
-    for (size_t i = 0; i < g->headers.n; i++)
-        free(g->headers.v[i]);
-    free(g->headers.v);
-    free(g->header_command);
-    memset(g, 0, sizeof(*g));
-}

@@ -25,7 +25,5 @@ struct conf_opt *global_opts_append(const struct conf_opt *opts, size_t nopts,
 /* The config directory: --global-config / $CODER_CONFIG_DIR, else $XDG_CONFIG_HOME/coderv2,
  * else ~/.config/coderv2. Returns a new string. */
 char *global_config_dir(const struct global_opts *g);
-/* Frees what parsing stored in g. */
-void global_opts_fini(struct global_opts *g);
 
 #endif
