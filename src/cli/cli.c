@@ -134,7 +134,7 @@ cli_require_session(struct cli *c)
             c->token = cli_config_read(c, "session");
     }
     if (c->url == NULL || c->token == NULL) {
-        fprintf(stderr, "You are not logged in. Try logging in using 'coder login <url>'.\n");
+        cli_fail("You are not logged in. Try logging in using 'coder login <url>'.");
         return -1;
     }
     return 0;
@@ -203,14 +203,14 @@ cli_api(struct cli *c, const char *method, const char *path, json_t *body, json_
     const char *vdetail = json_string_value(json_object_get(json_array_get(vals, 0), "detail"));
     if (detail == NULL || *detail == '\0')
         detail = vdetail;
+    /* One line; a 401 also says what to do about it. */
+    const char *hint = st == 401 ? " Try logging in using 'coder login'." : "";
     if (msg && detail && *detail)
-        cli_fail("%s: %s", msg, detail);
+        cli_fail("%s: %s%s", msg, detail, hint);
     else if (msg)
-        cli_fail("%s", msg);
+        cli_fail("%s%s", msg, hint);
     else
-        cli_fail("unexpected status code %ld from %s %s", st, method, path);
-    if (st == 401)
-        fprintf(stderr, "Try logging in using 'coder login'.\n");
+        cli_fail("unexpected status code %ld from %s %s%s", st, method, path, hint);
     json_decref(j);
     return -1;
 }

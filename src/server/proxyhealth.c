@@ -18,7 +18,7 @@
 
 struct entry {
     char id[37];
-    char *status; /* "ok", "unhealthy", "unreachable", "unknown" */
+    char *status; /* "ok", "unhealthy", "unreachable", "unregistered", "unknown" */
     json_t *errors;
     json_t *warnings;
     int64_t checked_at;
@@ -93,6 +93,8 @@ status_value(const char *s)
         return -1;
     if (strcmp(s, "unreachable") == 0)
         return -2;
+    if (strcmp(s, "unregistered") == 0)
+        return 0;
     return -3;
 }
 
@@ -321,8 +323,11 @@ list_job_done(void *arg)
     for (size_t i = 0; i < j->n; i++) {
         struct entry *e = entry_find(h, j->v[i].id, true);
         e->seen = true;
-        if (j->v[i].url[0] == '\0')
+        if (j->v[i].url[0] == '\0') {
+            /* Not registered yet: nothing to check, and the gauge says 0 as Coder's does. */
+            entry_set(h, e, "unregistered", NULL, NULL);
             continue;
+        }
         struct target *t = &h->targets[h->ntargets++];
         snprintf(t->id, sizeof(t->id), "%s", j->v[i].id);
         t->url = xstrdup(j->v[i].url);
@@ -398,8 +403,9 @@ on_liveness(uv_timer_t *t)
     for (size_t i = 0; i < h->n; i++) {
         struct entry *e = &h->v[i];
         int64_t age = now - e->last_register;
-        if (age > STALE_MS && strcmp(e->status, "unreachable") != 0 &&
-            strcmp(e->status, "unknown") != 0) {
+        /* Only a proxy that was answering can go silent; unregistered ones have no URL. */
+        bool answering = strcmp(e->status, "ok") == 0 || strcmp(e->status, "unhealthy") == 0;
+        if (answering && age > STALE_MS) {
             entry_set(h, e, "unreachable",
                       one_error("proxy missed its last 3 registrations (last seen %llds ago); "
                                 "it is likely offline",
