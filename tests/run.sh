@@ -41,7 +41,7 @@ run_e2e() { # binary
         > "$san_dir/pytest.log" 2>&1
     rc=$?
     tail -n 60 "$san_dir/pytest.log"
-    summary=$(grep -E '^=+ .*(passed|failed|error).* in ' "$san_dir/pytest.log" | tail -n 1)
+    summary=$(grep -E '(passed|failed|errors?)(,| in [0-9.]+s)' "$san_dir/pytest.log" | tail -n 1)
     p=$(printf '%s' "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     f=0
     for n in $(printf '%s' "$summary" | grep -oE '[0-9]+ (failed|errors?)' | grep -oE '[0-9]+'); do

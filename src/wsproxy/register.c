@@ -7,7 +7,6 @@
 #include <jansson.h>
 #include <string.h>
 
-#define REREGISTER_MS 5000
 #define ATTEMPT_TIMEOUT_MS 10000
 #define MAX_FAILURES 10
 
@@ -192,7 +191,8 @@ void
 wsproxy_register_start(struct wsproxy *w)
 {
     w->register_timer.data = w;
-    uv_timer_start(&w->register_timer, on_register_timer, REREGISTER_MS, REREGISTER_MS);
+    uint64_t every = (uint64_t)w->o->reregister_ms;
+    uv_timer_start(&w->register_timer, on_register_timer, every, every);
 }
 
 struct dereg {

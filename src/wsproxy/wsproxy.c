@@ -198,6 +198,15 @@ proxy_table(struct wsproxy_opts *o, struct conf_opt *t)
          .dest = &o->trace_honeycomb_api_key,
          .help = "Enables trace exporting to Honeycomb.io.",
          .hidden = true},
+        {.flag = "proxy-reregister-interval",
+         .env = "CODER_PROXY_REREGISTER_INTERVAL",
+         .group = "External Workspace Proxy",
+         .def = "5s",
+         .type = CONF_DURATION,
+         .dest = &o->reregister_ms,
+         .help = "How often the proxy re-registers with the primary; after 10 failures in a "
+                 "row it exits. Three missed re-registers make the primary show it unreachable.",
+         .hidden = true},
     };
     memcpy(t + n, own, sizeof(own));
     return n + ARRAY_LEN(own);
@@ -208,6 +217,10 @@ static int
 validate(struct wsproxy *w, char **err)
 {
     struct wsproxy_opts *o = w->o;
+    if (o->reregister_ms < 100 || o->reregister_ms > 60000) {
+        *err = xstrdup("--proxy-reregister-interval must be between 100ms and 1m0s");
+        return -1;
+    }
     if (o->primary_access_url == NULL || *o->primary_access_url == '\0') {
         *err = xstrdup("Missing values for the required flags: primary-access-url (set "
                        "--primary-access-url or CODER_PRIMARY_ACCESS_URL)");

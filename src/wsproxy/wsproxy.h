@@ -31,6 +31,7 @@ struct wsproxy_opts {
     bool trace_enable;
     bool trace_logs;
     char *trace_honeycomb_api_key;
+    int64_t reregister_ms; /* hidden; 5 s as Coder's, shorter in tests */
 };
 
 struct wsproxy {
@@ -60,7 +61,7 @@ struct wsproxy {
 /* Checks the primary's build info, then registers once, blocking (start-up). Returns 0 or -1
  * with *err set to one line. */
 int wsproxy_register_first(struct wsproxy *w, char **err);
-/* Starts the 5 s re-registration timer. */
+/* Starts the re-registration timer (every 5 s unless the hidden option says otherwise). */
 void wsproxy_register_start(struct wsproxy *w);
 /* Stops it and deregisters (asynchronously); done runs when the primary answered or failed. */
 void wsproxy_deregister(struct wsproxy *w, void (*done)(struct wsproxy *w));
