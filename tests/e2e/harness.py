@@ -578,6 +578,10 @@ def https_get_status(port, ctx, path="/healthz", host="127.0.0.1", timeout=5.0):
     or closes the connection (e.g. a required client certificate was not sent).
     """
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+    # Always dial loopback by address; `host` only names the server for SNI and verification
+    # (a minimal root may have no /etc/hosts to resolve "localhost").
+    conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout),
+                                server_hostname=host)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
