@@ -1,9 +1,11 @@
 #include "net/tls.h"
 #include "base/util.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <string.h>
 
 struct tls_ctx {
@@ -288,6 +290,69 @@ tls_ctx_free(struct tls_ctx *c)
     free(c);
 }
 
+struct tls_ctx *
+tls_ctx_new_client(const struct tls_client_opts *o, char **err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        *err = ssl_error_text("create TLS context", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Honours SSL_CERT_FILE and SSL_CERT_DIR. */
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        ERR_clear_error(); /* no store at all: every peer fails verification, with a reason */
+    if (o && o->cert_file && *o->cert_file) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
+            *err = ssl_error_text("load TLS client certificate", o->cert_file);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        const char *key = o->key_file && *o->key_file ? o->key_file : o->cert_file;
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            *err = ssl_error_text("load TLS client key", key);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    struct tls_ctx *c = xcalloc(1, sizeof(*c));
+    c->ctxs = xcalloc(1, sizeof(*c->ctxs));
+    c->ctxs[0] = ctx;
+    c->n = 1;
+    if (o && o->alpn) {
+        c->alpn_len = strlen(o->alpn);
+        c->alpn = (unsigned char *)xstrdup(o->alpn);
+        SSL_CTX_set_alpn_protos(ctx, c->alpn, (unsigned)c->alpn_len);
+    }
+    return c;
+}
+
+struct tls_session *
+tls_session_new_client(struct tls_ctx *c, const char *server_name)
+{
+    struct tls_session *s = tls_session_new(c);
+    SSL_set_connect_state(s->ssl);
+    unsigned char addr[16];
+    char host[256];
+    snprintf(host, sizeof(host), "%s", server_name ? server_name : "");
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { /* "[::1]" */
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+    }
+    if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), host);
+    } else {
+        SSL_set_tlsext_host_name(s->ssl, host);
+        SSL_set1_host(s->ssl, host);
+    }
+    return s;
+}
+
 struct tls_session *
 tls_session_new(struct tls_ctx *c)
 {
@@ -329,8 +394,15 @@ tls_session_read(struct tls_session *s, void *out, size_t cap, const char **why)
     int e = SSL_get_error(s->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return 0;
+    long vr = SSL_get_verify_result(s->ssl);
     if (e == SSL_ERROR_ZERO_RETURN) {
         *why = "peer closed TLS";
+    } else if (vr != X509_V_OK && !SSL_is_server(s->ssl)) {
+        /* Say why the peer's certificate was refused, as Go's x509 errors do. */
+        static _Thread_local char text[160];
+        snprintf(text, sizeof(text), "certificate verify failed: %s",
+                 X509_verify_cert_error_string(vr));
+        *why = text;
     } else {
         unsigned long le = ERR_peek_last_error();
         *why = le ? ERR_reason_error_string(le) : "TLS error";

@@ -42,8 +42,22 @@ int tls_client_auth_parse(const char *s, enum tls_client_auth *out);
 /* Parses "tls10".."tls13" into an OpenSSL version constant. Returns 0 or -1. */
 int tls_version_parse(const char *s, int *out);
 
+struct tls_client_opts {
+    const char *cert_file; /* PEM certificate (chain) presented to the server, or NULL */
+    const char *key_file;
+    const char *alpn; /* wire-format ALPN list to offer, or NULL */
+};
+
+/* Builds a client context: TLS 1.2+, the peer verified against the system trust store, which
+ * SSL_CERT_FILE / SSL_CERT_DIR replace (OpenSSL's default paths). Loading the store is costly:
+ * keep one context per configuration. Returns NULL with *err (one line) on failure. */
+struct tls_ctx *tls_ctx_new_client(const struct tls_client_opts *o, char **err);
+
 /* A session over memory BIOs. */
 struct tls_session *tls_session_new(struct tls_ctx *c);
+/* A client session: SNI and the certificate's name checked against server_name (a DNS name or
+ * an IP literal; IP literals are checked against IP SANs and send no SNI). */
+struct tls_session *tls_session_new_client(struct tls_ctx *c, const char *server_name);
 void tls_session_free(struct tls_session *s);
 /* Hands received ciphertext to the session. */
 void tls_session_feed(struct tls_session *s, const void *data, size_t n);

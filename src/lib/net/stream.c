@@ -1,0 +1,599 @@
+/* TCP (+TLS) byte streams on libuv; see stream.h. Ciphertext and plaintext move through memory
+ * BIOs (net/tls); writes go out with uv_try_write first and are copied only for what the
+ * socket did not take. */
+#include "net/stream.h"
+#include "base/buf.h"
+#include "base/util.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK (64u << 10)
+#define DEFAULT_TIMEOUT_MS 10000
+
+struct net_stream {
+    uv_loop_t *loop;
+    uv_tcp_t *tcp;    /* replaced when a dial moves on to the next address */
+    uv_timer_t timer; /* dial deadline; then the deferred-work kick */
+    uv_getaddrinfo_t gai;
+    uv_connect_t conn_req;
+    uv_shutdown_t shut_req;
+    struct addrinfo *ai, *ai_next;
+    char *host; /* for errors */
+    int port;
+    char *server_name;
+    struct tls_session *tls;
+    struct tls_ctx *tls_ctx;
+    struct buf early; /* plaintext written before the TLS handshake finished */
+    size_t inflight;  /* bytes handed to uv_write, not yet written */
+    int handles;      /* open uv handles; freed at 0 after close */
+    bool gai_pending; /* the resolver still holds s */
+    const struct net_stream_cbs *cbs;
+    void *arg;
+    char peer_ip[64];
+    char why[256];
+    bool dialing;     /* resolution or connect under way */
+    bool connected;   /* TCP up */
+    bool ready;       /* TCP (+TLS handshake) up: plaintext may flow */
+    bool reading;     /* uv_read_start is active */
+    bool paused;      /* the owner asked not to read */
+    bool draining;    /* a write answered 0: call on_drain below the low mark */
+    bool shut_wanted; /* shutdown once the queue is empty */
+    bool shut_sent;
+    bool shut_done; /* our FIN is out */
+    bool eof;
+    bool closing;
+    bool close_reported;
+    bool in_read; /* delivering on_read: a close waits for the loop */
+};
+
+struct wreq {
+    uv_write_t req;
+    struct net_stream *s;
+    size_t len;
+    char data[];
+};
+
+static void stream_fail(struct net_stream *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void start_reading(struct net_stream *s);
+static void flush_tls(struct net_stream *s);
+
+/* ---- lifetime ---- */
+
+static void
+finalize(struct net_stream *s)
+{
+    if (s->handles > 0 || s->gai_pending)
+        return;
+    if (!s->close_reported && s->cbs->on_close) {
+        s->close_reported = true;
+        s->cbs->on_close(s, s->why[0] ? s->why : NULL, s->arg);
+    }
+    tls_session_free(s->tls);
+    if (s->ai)
+        uv_freeaddrinfo(s->ai);
+    buf_fini(&s->early);
+    free(s->tcp);
+    free(s->host);
+    free(s->server_name);
+    free(s);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct net_stream *s = h->data;
+    s->handles--;
+    finalize(s);
+}
+
+void
+net_stream_close(struct net_stream *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    if (s->gai_pending)
+        uv_cancel((uv_req_t *)&s->gai); /* its callback still runs, with UV_ECANCELED */
+    uv_close((uv_handle_t *)s->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+static void
+stream_fail(struct net_stream *s, const char *fmt, ...)
+{
+    if (s->closing)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->why, sizeof(s->why), fmt, ap);
+    va_end(ap);
+    if (!s->ready && s->cbs->on_connect && (s->dialing || s->tls))
+        s->cbs->on_connect(s, s->why, s->arg);
+    net_stream_close(s);
+}
+
+static struct net_stream *
+stream_new(uv_loop_t *loop, const struct net_stream_cbs *cbs, void *arg)
+{
+    struct net_stream *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->cbs = cbs;
+    s->arg = arg;
+    buf_init(&s->early);
+    s->tcp = xmalloc(sizeof(*s->tcp));
+    uv_tcp_init(loop, s->tcp);
+    uv_timer_init(loop, &s->timer);
+    s->tcp->data = s->timer.data = s;
+    s->handles = 2;
+    return s;
+}
+
+void
+net_stream_bind(struct net_stream *s, const struct net_stream_cbs *cbs, void *arg)
+{
+    s->cbs = cbs;
+    s->arg = arg;
+}
+
+/* ---- writing ---- */
+
+static void
+maybe_drain(struct net_stream *s)
+{
+    if (s->draining && !s->closing && s->inflight < NET_STREAM_HIGH_WATER / 2) {
+        s->draining = false;
+        if (s->cbs->on_drain)
+            s->cbs->on_drain(s, s->arg);
+    }
+}
+
+/* Both directions finished: nothing more can happen on this connection. */
+static void
+maybe_done(struct net_stream *s)
+{
+    if (s->eof && s->shut_done && !s->closing)
+        net_stream_close(s);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct net_stream *s = req->data;
+    (void)status; /* a failed shutdown shows up as a read error or EOF */
+    s->shut_done = true;
+    maybe_done(s);
+}
+
+static void
+maybe_shutdown(struct net_stream *s)
+{
+    if (!s->shut_wanted || s->shut_sent || s->inflight > 0 || s->closing || !s->ready)
+        return;
+    s->shut_sent = true;
+    if (s->tls) {
+        tls_session_shutdown(s->tls);
+        flush_tls(s);
+    }
+    s->shut_req.data = s;
+    uv_shutdown(&s->shut_req, (uv_stream_t *)s->tcp, on_shutdown);
+}
+
+static void
+on_written(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct net_stream *s = w->s;
+    s->inflight -= w->len;
+    free(w);
+    if (s->closing)
+        return;
+    if (status < 0) {
+        stream_fail(s, "write: %s", uv_strerror(status));
+        return;
+    }
+    maybe_drain(s);
+    maybe_shutdown(s);
+}
+
+/* Sends bytes on the socket: directly when it takes them, else queued with a copy. */
+static void
+send_raw(struct net_stream *s, const char *data, size_t n)
+{
+    if (n == 0 || s->closing)
+        return;
+    if (s->inflight == 0) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+        int r = uv_try_write((uv_stream_t *)s->tcp, &b, 1);
+        if (r > 0) {
+            data += r;
+            n -= (size_t)r;
+        } else if (r < 0 && r != UV_EAGAIN) {
+            stream_fail(s, "write: %s", uv_strerror(r));
+            return;
+        }
+        if (n == 0)
+            return;
+    }
+    struct wreq *w = xmalloc(sizeof(*w) + n);
+    w->s = s;
+    w->len = n;
+    memcpy(w->data, data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &b, 1, on_written);
+    if (r < 0) {
+        free(w);
+        stream_fail(s, "write: %s", uv_strerror(r));
+        return;
+    }
+    s->inflight += n;
+}
+
+static void
+flush_tls(struct net_stream *s)
+{
+    struct buf out;
+    buf_init(&out);
+    if (tls_session_take_output(s->tls, &out) > 0)
+        send_raw(s, out.data, out.len);
+    buf_fini(&out);
+}
+
+int
+net_stream_write(struct net_stream *s, const void *data, size_t n)
+{
+    if (s->closing || s->shut_wanted)
+        return -1;
+    if (!s->ready) {
+        buf_append(&s->early, data, n);
+        if (s->early.len >= NET_STREAM_HIGH_WATER) {
+            s->draining = true;
+            return 0;
+        }
+        return 1;
+    }
+    if (s->tls) {
+        if (tls_session_write(s->tls, data, n) < 0) {
+            stream_fail(s, "TLS write failed");
+            return -1;
+        }
+        flush_tls(s);
+    } else {
+        send_raw(s, data, n);
+    }
+    if (s->closing)
+        return -1;
+    if (s->inflight >= NET_STREAM_HIGH_WATER) {
+        s->draining = true;
+        return 0;
+    }
+    return 1;
+}
+
+void
+net_stream_shutdown(struct net_stream *s)
+{
+    if (s->closing)
+        return;
+    s->shut_wanted = true;
+    maybe_shutdown(s);
+}
+
+size_t
+net_stream_queued(const struct net_stream *s)
+{
+    return s->inflight + s->early.len;
+}
+
+/* ---- becoming ready ---- */
+
+static void
+become_ready(struct net_stream *s)
+{
+    s->ready = true;
+    s->dialing = false;
+    uv_timer_stop(&s->timer);
+    if (s->cbs->on_connect && (s->tls || s->host))
+        s->cbs->on_connect(s, NULL, s->arg);
+    if (s->closing)
+        return;
+    if (s->early.len) {
+        struct buf early = s->early;
+        buf_init(&s->early);
+        net_stream_write(s, early.data, early.len);
+        buf_fini(&early);
+    }
+    maybe_drain(s);
+    maybe_shutdown(s);
+}
+
+/* ---- reading ---- */
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)h;
+    (void)suggested;
+    /* One buffer per loop thread: data is delivered (or decrypted) before the next read. */
+    static _Thread_local char chunk[READ_CHUNK];
+    *b = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void
+deliver_eof(struct net_stream *s)
+{
+    if (s->eof)
+        return;
+    s->eof = true;
+    if (s->reading) {
+        uv_read_stop((uv_stream_t *)s->tcp);
+        s->reading = false;
+    }
+    if (s->cbs->on_eof)
+        s->cbs->on_eof(s, s->arg);
+    maybe_done(s);
+}
+
+/* Decrypts what the TLS session holds and delivers it while the owner reads. */
+static void
+pump_tls(struct net_stream *s)
+{
+    static _Thread_local char plain[READ_CHUNK];
+    /* The handshake goes on while paused; application data waits. */
+    while (!s->closing && !(s->ready && s->paused)) {
+        const char *why = NULL;
+        int r = tls_session_read(s->tls, plain, sizeof(plain), &why);
+        if (!s->ready && tls_session_handshake_done(s->tls)) {
+            flush_tls(s);
+            become_ready(s);
+            if (s->closing)
+                return;
+        }
+        if (r > 0) {
+            s->in_read = true;
+            s->cbs->on_read(s, (const uint8_t *)plain, (size_t)r, s->arg);
+            s->in_read = false;
+            continue;
+        }
+        flush_tls(s); /* handshake messages, alerts, key updates */
+        if (r < 0) {
+            if (strcmp(why, "peer closed TLS") == 0)
+                deliver_eof(s);
+            else
+                stream_fail(s, "%s: %s", s->ready ? "TLS" : "TLS handshake", why);
+        }
+        return;
+    }
+}
+
+static void
+on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    struct net_stream *s = st->data;
+    if (s->closing)
+        return;
+    if (nread == UV_EOF) {
+        if (!s->ready) {
+            stream_fail(s, "connection closed during the TLS handshake");
+            return;
+        }
+        deliver_eof(s);
+        return;
+    }
+    if (nread < 0) {
+        stream_fail(s, "read: %s", uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (s->tls) {
+        tls_session_feed(s->tls, b->base, (size_t)nread);
+        pump_tls(s);
+        return;
+    }
+    s->in_read = true;
+    s->cbs->on_read(s, (const uint8_t *)b->base, (size_t)nread, s->arg);
+    s->in_read = false;
+}
+
+static void
+start_reading(struct net_stream *s)
+{
+    if (s->reading || s->paused || s->eof || s->closing || !s->connected)
+        return;
+    if (uv_read_start((uv_stream_t *)s->tcp, on_alloc, on_read) == 0)
+        s->reading = true;
+}
+
+void
+net_stream_pause(struct net_stream *s)
+{
+    s->paused = true;
+    if (s->reading && s->ready) {
+        uv_read_stop((uv_stream_t *)s->tcp);
+        s->reading = false;
+    }
+}
+
+static void
+on_kick(uv_timer_t *t)
+{
+    struct net_stream *s = t->data;
+    if (s->tls && !s->closing)
+        pump_tls(s); /* plaintext the session decrypted before the pause */
+    start_reading(s);
+}
+
+void
+net_stream_resume(struct net_stream *s)
+{
+    if (!s->paused || s->closing)
+        return;
+    s->paused = false;
+    /* From the loop, not from inside the owner's call. */
+    uv_timer_start(&s->timer, on_kick, 0, 0);
+}
+
+/* ---- accepting ---- */
+
+struct net_stream *
+net_stream_accept(uv_stream_t *listener, struct tls_ctx *tls, const struct net_stream_cbs *cbs,
+                  void *arg)
+{
+    struct net_stream *s = stream_new(listener->loop, cbs, arg);
+    if (uv_accept(listener, (uv_stream_t *)s->tcp) != 0) {
+        s->close_reported = true; /* never announced: no on_close */
+        net_stream_close(s);
+        return NULL;
+    }
+    uv_tcp_nodelay(s->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(s->tcp, (struct sockaddr *)&ss, &len) == 0)
+        uv_ip_name((struct sockaddr *)&ss, s->peer_ip, sizeof(s->peer_ip));
+    s->connected = true;
+    if (tls) {
+        s->tls = tls_session_new(tls);
+    } else {
+        s->ready = true;
+    }
+    start_reading(s);
+    return s;
+}
+
+/* ---- dialling ---- */
+
+static void try_next_address(struct net_stream *s, const char *last_err);
+
+static void
+on_dial_timeout(uv_timer_t *t)
+{
+    struct net_stream *s = t->data;
+    if (s->why[0]) { /* an error found before the loop ran */
+        char why[sizeof(s->why)];
+        memcpy(why, s->why, sizeof(why));
+        stream_fail(s, "%s", why);
+        return;
+    }
+    stream_fail(s, "dial tcp %s:%d: i/o timeout", s->host, s->port);
+}
+
+static void
+on_connected(uv_connect_t *req, int status)
+{
+    struct net_stream *s = req->data;
+    if (s->closing)
+        return;
+    if (status < 0) {
+        /* Another address may work: a fresh socket for it. */
+        try_next_address(s, uv_strerror(status));
+        return;
+    }
+    s->connected = true;
+    uv_tcp_nodelay(s->tcp, 1);
+    start_reading(s);
+    if (!s->tls_ctx) {
+        become_ready(s);
+        return;
+    }
+    s->tls = tls_session_new_client(s->tls_ctx, s->server_name ? s->server_name : s->host);
+    char dummy[1];
+    const char *why = NULL;
+    if (tls_session_read(s->tls, dummy, sizeof(dummy), &why) < 0) { /* sends ClientHello */
+        stream_fail(s, "TLS handshake: %s", why);
+        return;
+    }
+    flush_tls(s);
+}
+
+static void
+on_old_tcp_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+try_next_address(struct net_stream *s, const char *last_err)
+{
+    if (!s->ai_next) {
+        stream_fail(s, "dial tcp %s:%d: connect: %s", s->host, s->port,
+                    last_err ? last_err : "no address");
+        return;
+    }
+    struct addrinfo *a = s->ai_next;
+    s->ai_next = a->ai_next;
+    if (last_err) {
+        /* The failed socket cannot be reused: close it, dial from a new one. */
+        uv_close((uv_handle_t *)s->tcp, on_old_tcp_closed);
+        s->tcp = xmalloc(sizeof(*s->tcp));
+        uv_tcp_init(s->loop, s->tcp);
+        s->tcp->data = s;
+    }
+    s->conn_req.data = s;
+    int r = uv_tcp_connect(&s->conn_req, s->tcp, a->ai_addr, on_connected);
+    if (r < 0)
+        try_next_address(s, uv_strerror(r));
+}
+
+static void
+on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct net_stream *s = req->data;
+    s->gai_pending = false;
+    if (status == UV_ECANCELED || s->closing) {
+        if (res)
+            uv_freeaddrinfo(res);
+        finalize(s);
+        return;
+    }
+    if (status < 0) {
+        stream_fail(s, "dial tcp: lookup %s: %s", s->host, uv_strerror(status));
+        return;
+    }
+    s->ai = s->ai_next = res;
+    try_next_address(s, NULL);
+}
+
+struct net_stream *
+net_stream_dial(uv_loop_t *loop, const char *host, int port, struct tls_ctx *tls,
+                const char *server_name, int64_t timeout_ms, const struct net_stream_cbs *cbs,
+                void *arg)
+{
+    struct net_stream *s = stream_new(loop, cbs, arg);
+    s->host = xstrdup(host);
+    s->port = port;
+    s->tls_ctx = tls;
+    s->server_name = server_name ? xstrdup(server_name) : NULL;
+    s->dialing = true;
+    snprintf(s->peer_ip, sizeof(s->peer_ip), "%s", host);
+    uv_timer_start(&s->timer, on_dial_timeout,
+                   (uint64_t)(timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS), 0);
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    hints.ai_flags = AI_NUMERICSERV;
+    s->gai.data = s;
+    int r = uv_getaddrinfo(loop, &s->gai, on_resolved, host, portstr, &hints);
+    s->gai_pending = r == 0;
+    if (r < 0) {
+        snprintf(s->why, sizeof(s->why), "dial tcp: lookup %s: %s", host, uv_strerror(r));
+        /* Report from the loop, as promised. */
+        uv_timer_start(&s->timer, on_dial_timeout, 0, 0);
+    }
+    return s;
+}
+
+const char *
+net_stream_alpn(const struct net_stream *s)
+{
+    return s->tls ? tls_session_alpn(s->tls) : "";
+}
+
+const char *
+net_stream_peer_ip(const struct net_stream *s)
+{
+    return s->peer_ip;
+}
