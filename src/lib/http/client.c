@@ -1,93 +1,88 @@
-/* HTTP client for the control plane on libcurl.
+/* HTTP/1.1 client for the control plane, on net/stream (TCP, TLS) and llhttp.
  *
- * One transfer (struct client_xfer) wraps a curl easy handle with everything it points at:
- * curl copies option strings but not the header list, the request body or the error buffer,
- * so those live here for as long as the handle does. The blocking client performs one
- * transfer with curl_easy_perform; the asynchronous client adds transfers to a curl multi
- * handle driven by libuv through the multi socket API: curl tells us which sockets to watch
- * (client_socket_cb -> one uv_poll_t each) and when to wake it (client_timer_cb -> one
- * uv_timer_t), and we tell curl what happened with curl_multi_socket_action. */
+ * One request is one xfer: it takes an idle pooled connection to the same origin or dials one,
+ * writes the request in one go, parses the response with limits (head 64 KiB, 100 headers,
+ * body max_body), and ends in the caller's callback exactly once. Connections that may be
+ * reused go back to a small per-client pool; an idempotent request that fails on a reused
+ * connection before any response byte arrived is retried once on a fresh one (the server may
+ * have closed the idle connection just then). Redirects are never followed. The blocking
+ * client runs the same code on a private loop. */
 #include "http/client.h"
 
 #include "base/log.h"
+#include "base/timeutil.h"
 #include "base/util.h"
+#include "http/url.h"
+#include "net/stream.h"
+#include "net/tls.h"
 
-#include <curl/curl.h>
-#include <pthread.h>
+#include <llhttp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CLIENT_TIMEOUT_MS 30000L
-#define CLIENT_CONNECT_TIMEOUT_MS 10000L
 #define CLIENT_MAX_BODY ((size_t)4 << 20)
 #define CLIENT_MAX_HEADERS 100
 #define CLIENT_MAX_HEADER_BYTES ((size_t)64 << 10)
+#define POOL_PER_ORIGIN 4
+#define POOL_IDLE_MS 30000
 
-/* Why a transfer was stopped by our own callbacks; curl only sees CURLE_WRITE_ERROR. */
-enum client_limit {
-    CLIENT_LIMIT_NONE,
-    CLIENT_LIMIT_BODY,
-    CLIENT_LIMIT_HEADER_COUNT,
-    CLIENT_LIMIT_HEADER_BYTES,
+struct tls_entry {
+    char *cert, *key;
+    struct tls_ctx *ctx;
 };
 
-struct client_xfer {
-    CURL *easy;
-    struct curl_slist *headers;
-    char *method;
-    char *url;
-    char *body;
-    size_t max_body;
-    size_t header_bytes;
-    enum client_limit limit;
-    char errbuf[CURL_ERROR_SIZE];
-    struct http_client_resp resp;
-    /* Asynchronous transfers only. */
-    struct http_client *client;
-    http_client_cb cb;
-    void *arg;
-    struct client_xfer *prev, *next;
-};
-
-/* A socket curl asked us to watch. */
-struct client_sock {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    struct http_client *client;
-    struct client_sock *prev, *next;
+struct pooled {
+    struct http_client *c;
+    struct net_stream *s;
+    char *key;
+    int64_t since;
+    struct pooled *prev, *next;
 };
 
 struct http_client {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    struct client_xfer *xfers; /* in flight */
-    struct client_sock *socks; /* watched, not yet closing */
-    unsigned open_handles;     /* uv handles whose close callback has not run */
+    struct xfer *xfers;  /* in flight */
+    struct pooled *idle; /* connections waiting for reuse */
+    struct tls_entry *tls;
+    size_t ntls;
+    int refs; /* xfers and streams that still call back into c */
     bool closing;
 };
 
-/* ---- process-wide setup ---- */
+struct xfer {
+    struct http_client *c;
+    http_client_cb cb;
+    void *arg;
+    char *method, *url, *key;
+    char *host;
+    int port;
+    bool https;
+    struct tls_ctx *tls;
+    struct buf req; /* the serialised request */
+    size_t max_body;
+    bool fresh, idempotent, head;
+    bool reused; /* the connection came from the pool */
+    bool retried;
+    bool got_bytes; /* some response byte arrived */
+    bool done;
+    struct net_stream *s;
+    uv_timer_t timer;
+    llhttp_t parser;
+    size_t header_bytes;
+    bool in_value;
+    struct buf field, value;
+    const char *limit; /* why a parser callback stopped, or NULL */
+    char limit_text[96];
+    bool complete; /* a final response was parsed */
+    bool keep_alive;
+    struct http_client_resp resp;
+    struct xfer *prev, *next;
+};
 
-static pthread_once_t client_global_once = PTHREAD_ONCE_INIT;
-static CURLcode client_global_rc = CURLE_FAILED_INIT;
-
-static void
-client_global_init(void)
-{
-    /* Never undone with curl_global_cleanup: other threads may still be using curl when
-     * the process exits, and the OS frees the rest. */
-    client_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static int
-client_global_ensure(void)
-{
-    pthread_once(&client_global_once, client_global_init);
-    return client_global_rc == CURLE_OK ? 0 : -1;
-}
+static void client_unref(struct http_client *c);
 
 /* ---- responses ---- */
 
@@ -214,90 +209,6 @@ client_error_format(const char *method, const char *url, const char *reason)
     return buf_steal(&b);
 }
 
-/* ---- curl callbacks shared by both clients ---- */
-
-static size_t
-client_body_cb(char *data, size_t size, size_t nmemb, void *userp)
-{
-    struct client_xfer *x = userp;
-    size_t n = size * nmemb;
-    if (n > x->max_body - x->resp.body.len) {
-        x->limit = CLIENT_LIMIT_BODY;
-        return 0; /* curl aborts the transfer */
-    }
-    buf_append(&x->resp.body, data, n);
-    return n;
-}
-
-static char *
-client_strndup_trim(const char *s, size_t n)
-{
-    while (n > 0 && (*s == ' ' || *s == '\t')) {
-        s++;
-        n--;
-    }
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-        n--;
-    return xstrndup(s, n);
-}
-
-/* obs-fold: a line starting with white space continues the previous header's value. */
-static void
-client_header_fold(struct http_client_resp *r, const char *line, size_t len)
-{
-    if (r->nheaders == 0)
-        return;
-    struct http_client_header *h = &r->headers[r->nheaders - 1];
-    char *more = client_strndup_trim(line, len);
-    char *value = xasprintf("%s%s%s", h->value, h->value[0] && more[0] ? " " : "", more);
-    free(more);
-    free(h->value);
-    h->value = value;
-}
-
-/* curl hands over one complete line at a time, for every response it reads (1xx interim
- * responses included), so the list restarts at each status line and ends up holding the
- * final response's headers (and trailers, if any). */
-static size_t
-client_header_cb(char *line, size_t size, size_t nitems, void *userp)
-{
-    struct client_xfer *x = userp;
-    struct http_client_resp *r = &x->resp;
-    size_t n = size * nitems;
-    if (n > CLIENT_MAX_HEADER_BYTES - x->header_bytes) {
-        x->limit = CLIENT_LIMIT_HEADER_BYTES;
-        return 0;
-    }
-    x->header_bytes += n;
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        client_resp_headers_clear(r);
-        return n;
-    }
-    size_t len = n;
-    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
-        len--;
-    if (len == 0)
-        return n;
-    if (line[0] == ' ' || line[0] == '\t') {
-        client_header_fold(r, line, len);
-        return n;
-    }
-    const char *colon = memchr(line, ':', len);
-    if (colon == NULL)
-        return n;
-    if (r->nheaders >= CLIENT_MAX_HEADERS) {
-        x->limit = CLIENT_LIMIT_HEADER_COUNT;
-        return 0;
-    }
-    r->headers = xrealloc(r->headers, (r->nheaders + 1) * sizeof(*r->headers));
-    struct http_client_header *h = &r->headers[r->nheaders++];
-    h->name = client_strndup_trim(line, (size_t)(colon - line));
-    h->value = client_strndup_trim(colon + 1, len - (size_t)(colon - line) - 1);
-    return n;
-}
-
-/* ---- building a transfer ---- */
-
 static bool
 client_is_token(const char *s)
 {
@@ -314,414 +225,595 @@ client_is_token(const char *s)
     return true;
 }
 
-/* Whether header line `line` ("Name: value") is named `name`. */
-static bool
-client_header_is(const char *line, const char *name)
+static char *
+client_strndup_trim(const char *s, size_t n)
 {
-    size_t n = strlen(name);
-    return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
+    while (n > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    return xstrndup(s, n);
 }
 
-static void
-client_xfer_add_header(struct client_xfer *x, const char *line)
-{
-    struct curl_slist *l = curl_slist_append(x->headers, line);
-    if (l == NULL)
-        abort(); /* allocation failure, as xmalloc treats it */
-    x->headers = l;
-}
+/* ---- the client's lifetime ---- */
 
 static void
-client_xfer_free(struct client_xfer *x)
+client_unref(struct http_client *c)
 {
-    if (x == NULL)
+    if (--c->refs > 0 || !c->closing)
         return;
-    if (x->easy)
-        curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->headers);
-    free(x->method);
-    free(x->url);
-    free(x->body);
-    http_client_resp_fini(&x->resp);
-    free(x);
-}
-
-/* Builds the header list: the caller's lines, then blanks for the headers curl would add
- * on its own. Sets resp.error instead when a caller's line could split the request (CR or
- * LF inside). */
-static void
-client_xfer_set_headers(struct client_xfer *x, const char *const *lines, bool has_body)
-{
-    bool content_type = false, expect = false, accept = false;
-    for (size_t i = 0; lines && lines[i]; i++) {
-        const char *line = lines[i];
-        if (strpbrk(line, "\r\n") != NULL) {
-            /* Name the field only: the value may be a session token. */
-            char *name = xstrndup(line, strcspn(line, ":;\r\n"));
-            char *reason = xasprintf("net/http: invalid header field value for \"%s\"", name);
-            free(name);
-            client_resp_fail(&x->resp, client_error_format(x->method, x->url, reason));
-            free(reason);
-            return;
-        }
-        content_type |= client_header_is(line, "Content-Type");
-        expect |= client_header_is(line, "Expect");
-        accept |= client_header_is(line, "Accept");
-        client_xfer_add_header(x, line);
+    for (size_t i = 0; i < c->ntls; i++) {
+        free(c->tls[i].cert);
+        free(c->tls[i].key);
+        tls_ctx_free(c->tls[i].ctx);
     }
-    /* "Name:" tells curl to drop a header it would add itself: it would label every body
-     * a form, hold each upload back waiting for "100 Continue", and send a catch-all
-     * Accept. Go's client does none of that, and Coder's servers expect none of it. */
-    if (has_body && !content_type)
-        client_xfer_add_header(x, "Content-Type:");
-    if (!expect)
-        client_xfer_add_header(x, "Expect:");
-    if (!accept)
-        client_xfer_add_header(x, "Accept:");
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+    free(c->tls);
+    free(c);
 }
 
-/* Sets method and body. Like Go, POST, PUT and PATCH always carry a body (Content-Length:
- * 0 when there is none); other methods carry one only when given. Returns whether a body is
- * sent. */
-static bool
-client_xfer_set_method(struct client_xfer *x, const struct http_client_req *req)
+/* TLS contexts per client certificate: the trust store is loaded once per client. */
+static struct tls_ctx *
+client_tls(struct http_client *c, const char *cert, const char *key, char **err)
 {
-    CURL *e = x->easy;
-    const char *m = x->method;
-    bool has_body =
-        req->body != NULL || str_eq(m, "POST") || str_eq(m, "PUT") || str_eq(m, "PATCH");
-    if (has_body) {
-        size_t n = req->body ? req->body_len : 0;
-        x->body = xmalloc(n + 1);
-        if (n)
-            memcpy(x->body, req->body, n);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
-        if (!str_eq(m, "POST"))
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
-    } else if (str_eq(m, "GET")) {
-        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    } else if (str_eq(m, "HEAD")) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L); /* else curl waits for a body */
-    } else {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
+    cert = cert ? cert : "";
+    key = key ? key : "";
+    for (size_t i = 0; i < c->ntls; i++) {
+        if (str_eq(c->tls[i].cert, cert) && str_eq(c->tls[i].key, key))
+            return c->tls[i].ctx;
     }
-    return has_body;
-}
-
-/* SSL_CERT_FILE / SSL_CERT_DIR replace the system trust store, as in Go: when only one is
- * set, the other source is dropped rather than left at curl's built-in default. */
-static void
-client_xfer_set_tls(struct client_xfer *x, const struct http_client_req *req)
-{
-    CURL *e = x->easy;
-    const char *file = getenv("SSL_CERT_FILE");
-    const char *dir = getenv("SSL_CERT_DIR");
-    if (file && file[0] == '\0')
-        file = NULL;
-    if (dir && dir[0] == '\0')
-        dir = NULL;
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2); /* Go's minimum */
-    if (file || dir) {
-        curl_easy_setopt(e, CURLOPT_CAINFO, file);
-        curl_easy_setopt(e, CURLOPT_CAPATH, dir);
-    }
-    if (req->client_cert)
-        curl_easy_setopt(e, CURLOPT_SSLCERT, req->client_cert);
-    if (req->client_key)
-        curl_easy_setopt(e, CURLOPT_SSLKEY, req->client_key);
-}
-
-/* Returns a transfer ready to perform, or one whose resp.error says why it cannot run.
- * Returns NULL only when req itself is missing or curl cannot be set up at all. */
-static struct client_xfer *
-client_xfer_new(const struct http_client_req *req)
-{
-    if (req == NULL || client_global_ensure() < 0)
+    struct tls_client_opts o = {.cert_file = cert, .key_file = key};
+    struct tls_ctx *ctx = tls_ctx_new_client(&o, err);
+    if (!ctx)
         return NULL;
-    CURL *e = curl_easy_init();
-    if (e == NULL)
-        return NULL;
-    struct client_xfer *x = xcalloc(1, sizeof(*x));
-    http_client_resp_init(&x->resp);
-    x->easy = e;
-    x->method = xstrdup(req->method && req->method[0] ? req->method : "GET");
-    x->url = xstrdup(req->url ? req->url : "");
-    x->max_body = req->max_body ? req->max_body : CLIENT_MAX_BODY;
-    if (!client_is_token(x->method)) {
-        client_resp_fail(&x->resp, xasprintf("net/http: invalid method \"%s\"", x->method));
-        return x;
-    }
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : CLIENT_TIMEOUT_MS;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_URL, x->url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    /* Both: PROXY "" overrides the *_proxy environment, NOPROXY "*" covers any later
-     * default; the control plane reaches its peers directly (loopback in tests). */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L); /* many threads, and no SIGALRM games */
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     timeout < CLIENT_CONNECT_TIMEOUT_MS ? timeout : CLIENT_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, client_body_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, client_header_cb);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    /* Refuses an announced Content-Length over the limit before any of it arrives; the body
-     * callback catches the rest. A HEAD's Content-Length describes no body. */
-    if (!str_eq(x->method, "HEAD") && (uint64_t)x->max_body <= (uint64_t)INT64_MAX)
-        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->max_body);
-    if (req->fresh_connection) {
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-    }
-    client_xfer_set_tls(x, req);
-    bool has_body = client_xfer_set_method(x, req);
-    client_xfer_set_headers(x, req->headers, has_body);
-    return x;
+    c->tls = xrealloc(c->tls, (c->ntls + 1) * sizeof(*c->tls));
+    c->tls[c->ntls++] = (struct tls_entry){xstrdup(cert), xstrdup(key), ctx};
+    return ctx;
 }
 
-/* Fills in the response once curl is done with rc. Returns 0 if a response arrived, -1 with
- * resp.error set otherwise. */
-static int
-client_xfer_finish(struct client_xfer *x, CURLcode rc)
-{
-    char reason[96];
-    const char *why = NULL;
-    if (x->limit == CLIENT_LIMIT_BODY || rc == CURLE_FILESIZE_EXCEEDED) {
-        snprintf(reason, sizeof(reason), "response body too large (limit %zu bytes)", x->max_body);
-        why = reason;
-    } else if (x->limit == CLIENT_LIMIT_HEADER_COUNT) {
-        snprintf(reason, sizeof(reason), "too many response headers (limit %d)",
-                 CLIENT_MAX_HEADERS);
-        why = reason;
-    } else if (x->limit == CLIENT_LIMIT_HEADER_BYTES) {
-        snprintf(reason, sizeof(reason), "response headers too large (limit %zu bytes)",
-                 CLIENT_MAX_HEADER_BYTES);
-        why = reason;
-    } else if (rc != CURLE_OK) {
-        why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-    }
-    if (why) {
-        client_resp_fail(&x->resp, client_error_format(x->method, x->url, why));
-        return -1;
-    }
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->resp.status);
-    return 0;
-}
-
-/* ---- blocking client ---- */
-
-/* resp is (re)initialised here and always needs http_client_resp_fini afterwards. */
-int
-http_client_do(const struct http_client_req *req, struct http_client_resp *resp)
-{
-    http_client_resp_init(resp);
-    struct client_xfer *x = client_xfer_new(req);
-    if (x == NULL) {
-        resp->error =
-            xstrdup(req ? "http client: cannot set up libcurl" : "http client: no request");
-        return -1;
-    }
-    int rc = -1;
-    if (x->resp.error == NULL)
-        rc = client_xfer_finish(x, curl_easy_perform(x->easy));
-    *resp = x->resp;
-    http_client_resp_init(&x->resp);
-    client_xfer_free(x);
-    return rc;
-}
-
-/* ---- asynchronous client ---- */
+/* ---- the idle pool ---- */
 
 static void
-client_release(struct http_client *c)
+pool_unlink(struct pooled *p)
 {
-    if (--c->open_handles == 0 && c->closing)
-        free(c);
-}
-
-static void
-client_sock_closed(uv_handle_t *h)
-{
-    struct client_sock *s = h->data;
-    struct http_client *c = s->client;
-    free(s);
-    client_release(c);
-}
-
-static void
-client_sock_close(struct http_client *c, struct client_sock *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
+    struct http_client *c = p->c;
+    if (p->prev)
+        p->prev->next = p->next;
     else
-        c->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    /* Stops the watch now, before curl closes the descriptor. */
-    uv_close((uv_handle_t *)&s->poll, client_sock_closed);
+        c->idle = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
 }
 
 static void
-client_xfer_unlink(struct http_client *c, struct client_xfer *x)
+idle_read(struct net_stream *s, const uint8_t *d, size_t n, void *arg)
 {
+    (void)d;
+    (void)n;
+    (void)arg;
+    net_stream_close(s); /* nothing may arrive on an idle connection */
+}
+
+static void
+idle_eof(struct net_stream *s, void *arg)
+{
+    (void)arg;
+    net_stream_close(s);
+}
+
+static void
+idle_close(struct net_stream *s, const char *why, void *arg)
+{
+    (void)s;
+    (void)why;
+    struct pooled *p = arg;
+    struct http_client *c = p->c;
+    pool_unlink(p);
+    free(p->key);
+    free(p);
+    client_unref(c);
+}
+
+static const struct net_stream_cbs idle_cbs = {NULL, idle_read, idle_eof, NULL, idle_close};
+
+/* A stream nobody waits for any more: it only has to report its close. */
+static void
+orphan_close(struct net_stream *s, const char *why, void *arg)
+{
+    (void)s;
+    (void)why;
+    client_unref(arg);
+}
+
+static const struct net_stream_cbs orphan_cbs = {NULL, NULL, NULL, NULL, orphan_close};
+
+static void
+stream_drop(struct http_client *c, struct net_stream *s)
+{
+    net_stream_bind(s, &orphan_cbs, c);
+    net_stream_close(s);
+}
+
+static void
+pool_put(struct http_client *c, const char *key, struct net_stream *s)
+{
+    int same = 0;
+    for (struct pooled *p = c->idle; p; p = p->next)
+        same += str_eq(p->key, key);
+    if (c->closing || same >= POOL_PER_ORIGIN) {
+        stream_drop(c, s);
+        return;
+    }
+    struct pooled *p = xcalloc(1, sizeof(*p));
+    p->c = c;
+    p->s = s;
+    p->key = xstrdup(key);
+    p->since = time_mono_ms();
+    p->next = c->idle;
+    if (c->idle)
+        c->idle->prev = p;
+    c->idle = p;
+    net_stream_bind(s, &idle_cbs, p);
+}
+
+/* Takes an idle connection for key that has not sat too long, or returns NULL. */
+static struct net_stream *
+pool_take(struct http_client *c, const char *key)
+{
+    int64_t now = time_mono_ms();
+    for (struct pooled *p = c->idle; p; p = p->next) {
+        if (!str_eq(p->key, key) || now - p->since > POOL_IDLE_MS)
+            continue;
+        pool_unlink(p);
+        struct net_stream *s = p->s;
+        free(p->key);
+        free(p);
+        return s; /* its client reference passes to the xfer that takes it */
+    }
+    return NULL;
+}
+
+/* ---- one request ---- */
+
+static void xfer_send(struct xfer *x);
+static void xfer_dial(struct xfer *x);
+
+static void xfer_discard(struct xfer *x);
+
+static void
+xfer_timer_closed(uv_handle_t *h)
+{
+    struct xfer *x = h->data;
+    struct http_client *c = x->c;
+    xfer_discard(x);
+    client_unref(c);
+}
+
+static void
+xfer_unlink(struct xfer *x)
+{
+    struct http_client *c = x->c;
     if (x->prev)
         x->prev->next = x->next;
-    else
+    else if (c->xfers == x)
         c->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
     x->prev = x->next = NULL;
 }
 
-/* Runs the caller's callback, then frees the transfer: resp lives exactly as long as cb. */
+/* Ends the xfer: the connection goes back to the pool or closes, the callback runs once. */
 static void
-client_xfer_complete(struct client_xfer *x)
+xfer_finish(struct xfer *x)
 {
+    if (x->done)
+        return;
+    x->done = true;
+    struct http_client *c = x->c;
+    uv_timer_stop(&x->timer);
+    xfer_unlink(x);
+    if (x->s) {
+        if (x->resp.error == NULL && x->keep_alive && !x->fresh && !c->closing)
+            pool_put(c, x->key, x->s);
+        else
+            stream_drop(c, x->s);
+        x->s = NULL;
+    }
     x->cb(&x->resp, x->arg);
-    client_xfer_free(x);
-}
-
-/* Delivers every finished transfer. Stops as soon as a callback closed the client: the
- * close has already delivered the rest. */
-static void
-client_multi_drain(struct http_client *c)
-{
-    CURLMsg *msg;
-    int left;
-    while (!c->closing && (msg = curl_multi_info_read(c->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        CURL *e = msg->easy_handle;
-        CURLcode rc = msg->data.result; /* msg dies with the removal below */
-        void *p = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, &p);
-        struct client_xfer *x = p;
-        curl_multi_remove_handle(c->multi, e);
-        client_xfer_unlink(c, x);
-        client_xfer_finish(x, rc);
-        client_xfer_complete(x);
-    }
+    uv_close((uv_handle_t *)&x->timer, xfer_timer_closed);
 }
 
 static void
-client_poll_cb(uv_poll_t *h, int status, int events)
+xfer_fail(struct xfer *x, const char *reason)
 {
-    struct client_sock *s = h->data;
-    struct http_client *c = s->client;
-    int flags = 0, running;
-    if (c->closing)
+    if (x->done)
         return;
-    if (status < 0) {
-        flags = CURL_CSELECT_ERR;
-    } else {
-        if (events & UV_READABLE)
-            flags |= CURL_CSELECT_IN;
-        if (events & UV_WRITABLE)
-            flags |= CURL_CSELECT_OUT;
-    }
-    /* s may be closed by client_socket_cb inside this call; its memory stays until the
-     * close callback, but read nothing from it afterwards. */
-    curl_multi_socket_action(c->multi, s->fd, flags, &running);
-    client_multi_drain(c);
+    client_resp_fail(&x->resp, client_error_format(x->method, x->url, reason));
+    x->keep_alive = false;
+    xfer_finish(x);
+}
+
+/* A reused connection that died before answering: once more, on a new one. */
+static bool
+xfer_retry(struct xfer *x)
+{
+    if (!x->reused || x->retried || x->got_bytes || !x->idempotent || x->c->closing)
+        return false;
+    x->retried = true;
+    x->reused = false;
+    stream_drop(x->c, x->s);
+    x->s = NULL;
+    http_client_resp_fini(&x->resp);
+    llhttp_reset(&x->parser);
+    xfer_dial(x);
+    return true;
 }
 
 static void
-client_timeout_cb(uv_timer_t *t)
+on_timeout(uv_timer_t *t)
 {
-    struct http_client *c = t->data;
-    int running;
-    if (c->closing)
-        return;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    client_multi_drain(c);
+    struct xfer *x = t->data;
+    char reason[96];
+    snprintf(reason, sizeof(reason),
+             "request timed out after %.1fs (Client.Timeout exceeded while awaiting headers)",
+             (double)uv_timer_get_repeat(t) / 1000.0);
+    xfer_fail(x, reason);
+}
+
+/* ---- response parsing ---- */
+
+static int
+stop(struct xfer *x, const char *fmt, size_t limit)
+{
+    snprintf(x->limit_text, sizeof(x->limit_text), fmt, limit);
+    x->limit = x->limit_text;
+    return -1;
 }
 
 static int
-client_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+count_head(struct xfer *x, size_t n)
 {
-    struct http_client *c = userp;
-    struct client_sock *s = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (s)
-            client_sock_close(c, s);
-        return 0;
-    }
-    if (s == NULL) {
-        s = xcalloc(1, sizeof(*s));
-        int err = uv_poll_init_socket(c->loop, &s->poll, fd);
-        if (err < 0) {
-            /* Returning -1 would kill every transfer of this multi handle; this one will
-             * time out instead. */
-            log_error("http client: cannot watch socket %d: %s", (int)fd, uv_strerror(err));
-            free(s);
-            return 0;
-        }
-        s->poll.data = s;
-        s->fd = fd;
-        s->client = c;
-        s->next = c->socks;
-        if (c->socks)
-            c->socks->prev = s;
-        c->socks = s;
-        c->open_handles++;
-        curl_multi_assign(c->multi, fd, s);
-    }
-    int events = 0;
-    if (what & CURL_POLL_IN)
-        events |= UV_READABLE;
-    if (what & CURL_POLL_OUT)
-        events |= UV_WRITABLE;
-    int err = uv_poll_start(&s->poll, events, client_poll_cb);
-    if (err < 0)
-        log_error("http client: cannot poll socket %d: %s", (int)fd, uv_strerror(err));
+    x->header_bytes += n;
+    if (x->header_bytes > CLIENT_MAX_HEADER_BYTES)
+        return stop(x, "response headers too large (limit %zu bytes)", CLIENT_MAX_HEADER_BYTES);
+    return 0;
+}
+
+static void
+flush_header(struct xfer *x)
+{
+    if (!x->in_value)
+        return;
+    struct http_client_resp *r = &x->resp;
+    r->headers = xrealloc(r->headers, (r->nheaders + 1) * sizeof(*r->headers));
+    struct http_client_header *h = &r->headers[r->nheaders++];
+    h->name = client_strndup_trim(x->field.data ? x->field.data : "", x->field.len);
+    h->value = client_strndup_trim(x->value.data ? x->value.data : "", x->value.len);
+    buf_reset(&x->field);
+    buf_reset(&x->value);
+    x->in_value = false;
+}
+
+static int
+p_message_begin(llhttp_t *p)
+{
+    struct xfer *x = p->data;
+    client_resp_headers_clear(&x->resp);
+    buf_reset(&x->resp.body);
+    x->in_value = false;
+    buf_reset(&x->field);
+    buf_reset(&x->value);
     return 0;
 }
 
 static int
-client_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+p_status(llhttp_t *p, const char *at, size_t n)
 {
-    struct http_client *c = userp;
-    if (timeout_ms < 0)
-        uv_timer_stop(&c->timer);
+    (void)at;
+    return count_head(p->data, n);
+}
+
+static int
+p_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct xfer *x = p->data;
+    if (count_head(x, n) < 0)
+        return -1;
+    if (x->in_value) {
+        flush_header(x);
+    }
+    if (x->field.len == 0 && x->resp.nheaders >= CLIENT_MAX_HEADERS)
+        return stop(x, "too many response headers (limit %zu)", CLIENT_MAX_HEADERS);
+    buf_append(&x->field, at, n);
+    return 0;
+}
+
+static int
+p_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct xfer *x = p->data;
+    if (count_head(x, n) < 0)
+        return -1;
+    x->in_value = true;
+    buf_append(&x->value, at, n);
+    return 0;
+}
+
+static int
+p_headers_complete(llhttp_t *p)
+{
+    struct xfer *x = p->data;
+    flush_header(x);
+    x->resp.status = p->status_code;
+    if (p->status_code >= 200 && !x->head && (p->flags & F_CONTENT_LENGTH) &&
+        p->content_length > (uint64_t)x->max_body)
+        return stop(x, "response body too large (limit %zu bytes)", x->max_body);
+    /* A HEAD's Content-Length describes a body that is not sent. */
+    return x->head && p->status_code >= 200 ? 1 : 0;
+}
+
+static int
+p_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct xfer *x = p->data;
+    if (n > x->max_body - x->resp.body.len)
+        return stop(x, "response body too large (limit %zu bytes)", x->max_body);
+    buf_append(&x->resp.body, at, n);
+    return 0;
+}
+
+static int
+p_message_complete(llhttp_t *p)
+{
+    struct xfer *x = p->data;
+    if (p->status_code < 200)
+        return 0; /* an interim response: the final one follows */
+    x->complete = true;
+    x->keep_alive = llhttp_should_keep_alive(p);
+    return HPE_PAUSED; /* nothing after the response is ours */
+}
+
+static llhttp_settings_t parser_settings;
+
+static void
+settings_init(void)
+{
+    static bool done;
+    if (done)
+        return;
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = p_message_begin;
+    parser_settings.on_status = p_status;
+    parser_settings.on_header_field = p_header_field;
+    parser_settings.on_header_value = p_header_value;
+    parser_settings.on_headers_complete = p_headers_complete;
+    parser_settings.on_body = p_body;
+    parser_settings.on_message_complete = p_message_complete;
+    done = true;
+}
+
+/* ---- the connection's callbacks ---- */
+
+static void
+x_connect(struct net_stream *s, const char *err, void *arg)
+{
+    (void)s;
+    struct xfer *x = arg;
+    if (err) {
+        /* It closes itself; its close must not reach x, which ends now. */
+        net_stream_bind(s, &orphan_cbs, x->c);
+        x->s = NULL;
+        xfer_fail(x, err);
+        return;
+    }
+    xfer_send(x);
+}
+
+static void
+x_read(struct net_stream *s, const uint8_t *data, size_t n, void *arg)
+{
+    (void)s;
+    struct xfer *x = arg;
+    if (x->done)
+        return;
+    x->got_bytes = true;
+    llhttp_errno_t e = llhttp_execute(&x->parser, (const char *)data, n);
+    if (x->complete) {
+        if (e == HPE_PAUSED && llhttp_get_error_pos(&x->parser) != (const char *)data + n)
+            x->keep_alive = false; /* bytes after the response: the connection is not clean */
+        xfer_finish(x);
+        return;
+    }
+    if (e != HPE_OK) {
+        if (x->limit)
+            xfer_fail(x, x->limit);
+        else
+            xfer_fail(x, "malformed HTTP response");
+    }
+}
+
+static void
+x_eof(struct net_stream *s, void *arg)
+{
+    (void)s;
+    struct xfer *x = arg;
+    if (x->done)
+        return;
+    if (x->got_bytes)
+        (void)llhttp_finish(&x->parser); /* completes a body that runs to the close */
+    if (x->complete) {
+        x->keep_alive = false; /* a body that ended with the connection */
+        xfer_finish(x);
+        return;
+    }
+    if (xfer_retry(x))
+        return;
+    xfer_fail(x, x->got_bytes ? "unexpected EOF" : "EOF");
+}
+
+static void
+x_close(struct net_stream *s, const char *why, void *arg)
+{
+    (void)s;
+    struct xfer *x = arg;
+    struct http_client *c = x->c;
+    if (x->s == s)
+        x->s = NULL;
+    if (!x->done && !xfer_retry(x))
+        xfer_fail(x, why ? why : "connection closed");
+    client_unref(c);
+}
+
+static const struct net_stream_cbs xfer_cbs = {x_connect, x_read, x_eof, NULL, x_close};
+
+static void
+xfer_send(struct xfer *x)
+{
+    llhttp_init(&x->parser, HTTP_RESPONSE, &parser_settings);
+    x->parser.data = x;
+    x->complete = false;
+    x->got_bytes = false;
+    if (net_stream_write(x->s, x->req.data, x->req.len) < 0 && !xfer_retry(x))
+        xfer_fail(x, "write failed");
+}
+
+static void
+xfer_dial(struct xfer *x)
+{
+    struct net_stream *s = x->fresh ? NULL : pool_take(x->c, x->key);
+    if (s) {
+        x->reused = true;
+        x->s = s;
+        net_stream_bind(s, &xfer_cbs, x);
+        xfer_send(x);
+        return;
+    }
+    x->c->refs++;
+    x->s = net_stream_dial(x->c->loop, x->host, x->port, x->https ? x->tls : NULL, NULL,
+                           CLIENT_TIMEOUT_MS, &xfer_cbs, x);
+}
+
+/* ---- building a request ---- */
+
+/* Whether header line `line` ("Name: value") is named `name`. */
+static bool
+client_header_is(const char *line, const char *name)
+{
+    size_t n = strlen(name);
+    return strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+/* Returns NULL, or the reason the request cannot be sent (a new string). */
+static char *
+xfer_build(struct xfer *x, const struct http_client_req *req)
+{
+    if (!client_is_token(x->method))
+        return xasprintf("net/http: invalid method \"%s\"", x->method);
+    struct url u;
+    if (url_parse(x->url, &u) < 0)
+        return xstrdup("invalid URL");
+    char *why = NULL;
+    if (!str_eq(u.scheme, "http") && !str_eq(u.scheme, "https")) {
+        why = xasprintf("unsupported protocol scheme \"%s\"", u.scheme);
+        goto out;
+    }
+    x->https = str_eq(u.scheme, "https");
+    x->host = xstrdup(u.host);
+    x->port = u.port ? u.port : url_default_port(&u);
+    bool has_body = req->body != NULL || str_eq(x->method, "POST") || str_eq(x->method, "PUT") ||
+                    str_eq(x->method, "PATCH");
+    size_t body_len = req->body ? req->body_len : 0;
+    struct buf *b = &x->req;
+    buf_printf(b, "%s %s%s%s%s HTTP/1.1\r\n", x->method, u.path[0] ? "" : "/", u.path,
+               u.has_query ? "?" : "", u.query);
+    if (u.port && u.port != url_default_port(&u))
+        buf_printf(b, "Host: %s%s%s:%d\r\n", u.ipv6 ? "[" : "", u.host, u.ipv6 ? "]" : "", u.port);
     else
-        uv_timer_start(&c->timer, client_timeout_cb, (uint64_t)timeout_ms, 0);
-    return 0;
+        buf_printf(b, "Host: %s%s%s\r\n", u.ipv6 ? "[" : "", u.host, u.ipv6 ? "]" : "");
+    bool user_agent = false;
+    for (size_t i = 0; req->headers && req->headers[i]; i++) {
+        const char *line = req->headers[i];
+        if (strpbrk(line, "\r\n") != NULL || strchr(line, ':') == NULL) {
+            /* Name the field only: the value may be a session token. */
+            char *name = xstrndup(line, strcspn(line, ":;\r\n"));
+            why = xasprintf("net/http: invalid header field value for \"%s\"", name);
+            free(name);
+            goto out;
+        }
+        if (client_header_is(line, "Host") || client_header_is(line, "Content-Length") ||
+            client_header_is(line, "Transfer-Encoding") || client_header_is(line, "Connection"))
+            continue; /* framing is ours */
+        user_agent |= client_header_is(line, "User-Agent");
+        buf_printf(b, "%s\r\n", line);
+    }
+    if (!user_agent)
+        buf_puts(b, "User-Agent: coder/" CODER_VERSION "\r\n");
+    if (has_body)
+        buf_printf(b, "Content-Length: %zu\r\n", body_len);
+    if (x->fresh)
+        buf_puts(b, "Connection: close\r\n");
+    buf_puts(b, "\r\n");
+    if (body_len)
+        buf_append(b, req->body, body_len);
+    x->key =
+        xasprintf("%s://%s:%d|%s|%s", u.scheme, u.host, x->port,
+                  req->client_cert ? req->client_cert : "", req->client_key ? req->client_key : "");
+out:
+    url_free(&u);
+    return why;
+}
+
+static struct xfer *
+xfer_new(struct http_client *c, const struct http_client_req *req, char **why)
+{
+    settings_init();
+    struct xfer *x = xcalloc(1, sizeof(*x));
+    x->c = c;
+    http_client_resp_init(&x->resp);
+    buf_init(&x->req);
+    buf_init(&x->field);
+    buf_init(&x->value);
+    x->method = xstrdup(req->method && req->method[0] ? req->method : "GET");
+    x->url = xstrdup(req->url ? req->url : "");
+    x->max_body = req->max_body ? req->max_body : CLIENT_MAX_BODY;
+    x->fresh = req->fresh_connection;
+    x->head = str_eq(x->method, "HEAD");
+    x->idempotent = str_eq(x->method, "GET") || x->head || str_eq(x->method, "PUT") ||
+                    str_eq(x->method, "DELETE") || str_eq(x->method, "OPTIONS");
+    *why = xfer_build(x, req);
+    if (!*why && x->https) {
+        char *err = NULL;
+        x->tls = client_tls(c, req->client_cert, req->client_key, &err);
+        if (!x->tls)
+            *why = err;
+    }
+    return x;
 }
 
 static void
-client_timer_closed(uv_handle_t *h)
+xfer_discard(struct xfer *x)
 {
-    client_release(h->data);
+    http_client_resp_fini(&x->resp);
+    buf_fini(&x->req);
+    buf_fini(&x->field);
+    buf_fini(&x->value);
+    free(x->method);
+    free(x->url);
+    free(x->key);
+    free(x->host);
+    free(x);
 }
 
-/* Returns a client bound to loop, or NULL if curl cannot be set up. Use it from the loop's
- * thread only; end it with http_client_close. */
+/* ---- the asynchronous client ---- */
+
 struct http_client *
 http_client_new(uv_loop_t *loop)
 {
-    if (client_global_ensure() < 0)
-        return NULL;
-    CURLM *multi = curl_multi_init();
-    if (multi == NULL)
-        return NULL;
     struct http_client *c = xcalloc(1, sizeof(*c));
     c->loop = loop;
-    c->multi = multi;
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, client_socket_cb);
-    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, client_timer_cb);
-    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, c);
-    uv_timer_init(loop, &c->timer);
-    c->timer.data = c;
-    c->open_handles = 1;
+    c->refs = 1; /* the owner's, dropped by http_client_close */
     return c;
 }
 
@@ -730,35 +822,38 @@ int
 http_client_start(struct http_client *c, const struct http_client_req *req, http_client_cb cb,
                   void *arg)
 {
-    if (c == NULL || c->closing || cb == NULL)
+    if (c == NULL || c->closing || cb == NULL || req == NULL)
         return -1;
-    struct client_xfer *x = client_xfer_new(req);
-    if (x == NULL)
-        return -1;
-    if (x->resp.error) {
-        log_debug("http client: %s", x->resp.error);
-        client_xfer_free(x);
+    char *why = NULL;
+    struct xfer *x = xfer_new(c, req, &why);
+    if (why) {
+        char *e = client_error_format(x->method, x->url, why);
+        log_debug("http client: %s", e);
+        free(e);
+        free(why);
+        xfer_discard(x);
         return -1;
     }
-    x->client = c;
     x->cb = cb;
     x->arg = arg;
-    if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK) {
-        client_xfer_free(x);
-        return -1;
-    }
+    c->refs++; /* the xfer's, until its timer closed */
+    uv_timer_init(c->loop, &x->timer);
+    x->timer.data = x;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : CLIENT_TIMEOUT_MS;
+    uv_timer_start(&x->timer, on_timeout, (uint64_t)timeout, (uint64_t)timeout);
     x->next = c->xfers;
     if (c->xfers)
         c->xfers->prev = x;
     c->xfers = x;
+    xfer_dial(x);
     return 0;
 }
 
 /* The callbacks of outstanding requests run before this returns, so once it returns no
- * callback will ever run again and the caller may free what their args point at. The
- * memory goes once the loop has run the close callbacks, so c must not be used after this
- * call (a second close before then is a no-op). Calling it from one of the client's own
- * callbacks is fine. */
+ * callback will ever run again and the caller may free what their args point at. The memory
+ * goes once the loop has closed the client's handles; c must not be used after this call (a
+ * second close before then is a no-op). Calling it from one of the client's own callbacks is
+ * fine. */
 void
 http_client_close(struct http_client *c)
 {
@@ -766,16 +861,66 @@ http_client_close(struct http_client *c)
         return;
     c->closing = true;
     while (c->xfers) {
-        struct client_xfer *x = c->xfers;
-        client_xfer_unlink(c, x);
-        curl_multi_remove_handle(c->multi, x->easy);
+        struct xfer *x = c->xfers;
+        x->done = true;
+        uv_timer_stop(&x->timer);
+        xfer_unlink(x);
+        if (x->s) {
+            stream_drop(c, x->s);
+            x->s = NULL;
+        }
         client_resp_fail(&x->resp, xstrdup("canceled"));
-        client_xfer_complete(x);
+        x->cb(&x->resp, x->arg);
+        uv_close((uv_handle_t *)&x->timer, xfer_timer_closed);
     }
-    /* Closes pooled connections; curl reports their sockets to client_socket_cb first. */
-    curl_multi_cleanup(c->multi);
-    c->multi = NULL;
-    while (c->socks)
-        client_sock_close(c, c->socks);
-    uv_close((uv_handle_t *)&c->timer, client_timer_closed);
+    for (struct pooled *p = c->idle; p; p = p->next)
+        net_stream_close(p->s); /* idle_close unlinks and frees each */
+    client_unref(c);
+}
+
+/* ---- the blocking client ---- */
+
+struct sync_result {
+    struct http_client_resp *out;
+    bool done;
+};
+
+static void
+sync_cb(struct http_client_resp *r, void *arg)
+{
+    struct sync_result *s = arg;
+    *s->out = *r;
+    http_client_resp_init(r); /* the caller owns it now */
+    s->done = true;
+}
+
+/* resp is (re)initialised here and always needs http_client_resp_fini afterwards. */
+int
+http_client_do(const struct http_client_req *req, struct http_client_resp *resp)
+{
+    http_client_resp_init(resp);
+    if (req == NULL) {
+        resp->error = xstrdup("http client: no request");
+        return -1;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct http_client *c = http_client_new(&loop);
+    struct sync_result sr = {resp, false};
+    char *why = NULL;
+    struct xfer *x = xfer_new(c, req, &why);
+    if (why) {
+        resp->error = client_error_format(x->method, x->url, why);
+        free(why);
+        xfer_discard(x);
+    } else {
+        xfer_discard(x); /* built to check the request; start builds its own */
+        http_client_start(c, req, sync_cb, &sr);
+        while (!sr.done && uv_run(&loop, UV_RUN_ONCE))
+            ;
+    }
+    http_client_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return resp->error ? -1 : 0;
 }
