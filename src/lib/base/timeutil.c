@@ -132,9 +132,15 @@ duration_format(int64_t ms, char *out, size_t cap)
     }
     int64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, rem = ms % 1000;
     char sec[32];
-    if (rem)
-        snprintf(sec, sizeof(sec), "%d.%03ds", (int)s, (int)rem);
-    else
+    if (rem) {
+        /* Go drops trailing zeros of the fraction: 1.5s, 1.25s, 1.001s. */
+        int frac = (int)rem, digits = 3;
+        while (frac % 10 == 0) {
+            frac /= 10;
+            digits--;
+        }
+        snprintf(sec, sizeof(sec), "%d.%0*ds", (int)s, digits, frac);
+    } else
         snprintf(sec, sizeof(sec), "%ds", (int)s);
     if (h)
         snprintf(out, cap, "%dh%dm%s", (int)h, (int)m, sec);
