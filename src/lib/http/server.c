@@ -1,4 +1,5 @@
 #include "http/server.h"
+#include "net/stream.h"
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
@@ -12,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_CHUNK 65536
+#define LINGER_MS 5000 /* after a closing response, for the client to close its side */
 #define MAX_URL 8192
 #define MAX_PENDING_INPUT (256 * 1024)
 
@@ -24,11 +25,11 @@ struct http_listener {
 };
 
 struct http_conn {
-    uv_tcp_t tcp;
+    struct net_stream *s; /* NULL once it reported its close */
     uv_timer_t timer;
     struct http_server *srv;
     struct http_conn *prev, *next;
-    struct tls_session *tls;
+    bool tls;
     llhttp_t parser;
     struct http_exchange *ex; /* being parsed or being answered */
     struct buf pending;       /* plaintext received while a request is being answered */
@@ -40,17 +41,11 @@ struct http_conn {
     int err_status; /* status to answer a malformed request with */
     const char *err_msg;
     bool paused;
-    bool reading;
+    bool stream_paused; /* reading stopped: too much pipelined input */
     bool closing;
-    int handles_open;
+    bool peer_eof;
+    int open; /* the stream and the timer; freed when both closed */
     char remote_ip[64];
-};
-
-struct write_req {
-    uv_write_t req;
-    struct http_conn *conn;
-    char *data;
-    bool close_after;
 };
 
 struct http_server {
@@ -60,7 +55,6 @@ struct http_server {
     struct http_conn *conns;
     size_t nconns;
     llhttp_settings_t settings;
-    char readbuf[READ_CHUNK];
     bool shutting_down;
     size_t ndetached; /* exchanges whose connection closed while the handler worked */
     uv_timer_t grace_timer;
@@ -71,8 +65,6 @@ struct http_server {
 };
 
 static void conn_close(struct http_conn *c);
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
 static void conn_process(struct http_conn *c, const char *data, size_t n);
 static void maybe_finish_shutdown(struct http_server *s);
 
@@ -152,7 +144,7 @@ exchange_new(struct http_conn *c)
     ex->start_ms = time_mono_ms();
     buf_init(&ex->req.body);
     buf_init(&ex->rbody);
-    ex->req.tls = c->tls != NULL;
+    ex->req.tls = c->tls;
     snprintf(ex->req.remote_ip, sizeof(ex->req.remote_ip), "%s", c->remote_ip);
     return ex;
 }
@@ -274,62 +266,24 @@ http_exchange_has_header(const struct http_exchange *ex, const char *name)
 
 /* ---- output ---- */
 
-static void
-on_write(uv_write_t *req, int status)
-{
-    struct write_req *w = (struct write_req *)req;
-    struct http_conn *c = w->conn;
-    free(w->data);
-    bool close_after = w->close_after;
-    free(w);
-    if (status < 0 || close_after)
-        conn_close(c);
-}
+static void conn_arm_timer(struct http_conn *c, int64_t ms);
 
-/* Sends plaintext (encrypting it on TLS connections). */
+/* Sends plaintext (net/stream encrypts it on TLS connections). close_after half-closes once it
+ * is out and gives the client LINGER_MS to close its side (a lingering close: closing at once
+ * could reset the connection before the client read the response). */
 static void
 conn_send(struct http_conn *c, const char *data, size_t n, bool close_after)
 {
     if (c->closing)
         return;
-    struct buf out;
-    buf_init(&out);
-    if (c->tls) {
-        if (n && tls_session_write(c->tls, data, n) < 0) {
-            conn_close(c);
-            return;
-        }
-        if (close_after)
-            tls_session_shutdown(c->tls);
-        tls_session_take_output(c->tls, &out);
-    } else {
-        buf_append(&out, data, n);
-    }
-    if (out.len == 0) {
-        buf_fini(&out);
-        if (close_after)
-            conn_close(c);
+    if (n && net_stream_write(c->s, data, n) < 0) {
+        conn_close(c);
         return;
     }
-    struct write_req *w = xcalloc(1, sizeof(*w));
-    w->conn = c;
-    w->close_after = close_after;
-    size_t len = out.len;
-    w->data = buf_steal(&out);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-        free(w->data);
-        free(w);
-        conn_close(c);
+    if (close_after) {
+        net_stream_shutdown(c->s);
+        conn_arm_timer(c, LINGER_MS);
     }
-}
-
-/* Flushes what the TLS layer produced by itself (handshake records, alerts). */
-static void
-conn_flush_tls(struct http_conn *c)
-{
-    if (c->tls && !c->closing)
-        conn_send(c, NULL, 0, false);
 }
 
 static void
@@ -354,8 +308,6 @@ serialize_response(struct http_exchange *ex, struct buf *out)
     if (!head && !no_body)
         buf_append(out, ex->rbody.data, ex->rbody.len);
 }
-
-static void conn_arm_timer(struct http_conn *c, int64_t ms);
 
 void
 http_exchange_finish(struct http_exchange *ex, int status)
@@ -387,13 +339,17 @@ http_exchange_finish(struct http_exchange *ex, int status)
     c->ex = NULL;
     if (c->closing || close_after)
         return;
+    if (c->peer_eof && c->pending.len == 0) {
+        conn_close(c); /* the client sent its last request */
+        return;
+    }
     /* Resume with whatever the client already sent (pipelining). */
     c->paused = false;
     llhttp_resume(&c->parser);
     conn_arm_timer(c, s->o.idle_timeout_ms);
-    if (!c->reading) {
-        c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->stream_paused) {
+        c->stream_paused = false;
+        net_stream_resume(c->s);
     }
     if (c->pending.len) {
         struct buf p = c->pending;
@@ -617,8 +573,8 @@ conn_process(struct http_conn *c, const char *data, size_t n)
         if (c->paused) {
             if (c->pending.len + n > MAX_PENDING_INPUT) {
                 /* A client pipelining far ahead: stop reading until we catch up. */
-                uv_read_stop((uv_stream_t *)&c->tcp);
-                c->reading = false;
+                net_stream_pause(c->s);
+                c->stream_paused = true;
             }
             buf_append(&c->pending, data, n);
             return;
@@ -655,13 +611,11 @@ conn_process(struct http_conn *c, const char *data, size_t n)
 /* ---- connections ---- */
 
 static void
-on_handle_closed(uv_handle_t *h)
+conn_release(struct http_conn *c)
 {
-    struct http_conn *c = h->data;
-    if (--c->handles_open > 0)
+    if (--c->open > 0)
         return;
     struct http_server *s = c->srv;
-    tls_session_free(c->tls);
     buf_fini(&c->pending);
     buf_fini(&c->field);
     buf_fini(&c->value);
@@ -670,10 +624,15 @@ on_handle_closed(uv_handle_t *h)
 }
 
 static void
-conn_close(struct http_conn *c)
+on_timer_closed(uv_handle_t *h)
 {
-    if (c->closing)
-        return;
+    conn_release(h->data);
+}
+
+/* Forgets the connection: off the list, its exchange detached, its timer closing. */
+static void
+conn_teardown(struct http_conn *c)
+{
     c->closing = true;
     struct http_server *s = c->srv;
     if (c->prev)
@@ -693,8 +652,16 @@ conn_close(struct http_conn *c)
         }
         c->ex = NULL;
     }
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void
+conn_close(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    conn_teardown(c);
+    net_stream_close(c->s); /* c_on_close follows */
 }
 
 static void
@@ -714,46 +681,36 @@ conn_arm_timer(struct http_conn *c, int64_t ms)
 }
 
 static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+c_on_read(struct net_stream *st, const uint8_t *data, size_t n, void *arg)
 {
-    struct http_conn *c = h->data;
-    b->base = c->srv->readbuf;
-    b->len = sizeof(c->srv->readbuf);
+    (void)st;
+    conn_process(arg, (const char *)data, n);
 }
 
 static void
-on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+c_on_eof(struct net_stream *st, void *arg)
 {
-    struct http_conn *c = stream->data;
-    if (nread < 0) {
+    (void)st;
+    struct http_conn *c = arg;
+    c->peer_eof = true;
+    /* A request being answered still gets its response; then the connection ends. */
+    if (c->ex == NULL || !c->ex->dispatched)
         conn_close(c);
-        return;
-    }
-    if (nread == 0)
-        return;
-    if (c->tls == NULL) {
-        conn_process(c, b->base, (size_t)nread);
-        return;
-    }
-    tls_session_feed(c->tls, b->base, (size_t)nread);
-    char plain[16384];
-    for (;;) {
-        const char *why = NULL;
-        int r = tls_session_read(c->tls, plain, sizeof(plain), &why);
-        if (r < 0) {
-            conn_flush_tls(c);
-            if (!c->closing)
-                conn_send(c, NULL, 0, true);
-            return;
-        }
-        if (r == 0)
-            break;
-        conn_process(c, plain, (size_t)r);
-        if (c->closing)
-            return;
-    }
-    conn_flush_tls(c);
 }
+
+static void
+c_on_close(struct net_stream *st, const char *why, void *arg)
+{
+    (void)st;
+    (void)why;
+    struct http_conn *c = arg;
+    c->s = NULL;
+    if (!c->closing)
+        conn_teardown(c);
+    conn_release(c);
+}
+
+static const struct net_stream_cbs conn_cbs = {NULL, c_on_read, c_on_eof, NULL, c_on_close};
 
 static void
 on_connection(uv_stream_t *ls, int status)
@@ -764,11 +721,16 @@ on_connection(uv_stream_t *ls, int status)
         return;
     struct http_conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
-    uv_tcp_init(s->loop, &c->tcp);
+    c->s = net_stream_accept(ls, l->tls, &conn_cbs, c);
+    if (c->s == NULL) {
+        free(c);
+        return;
+    }
     uv_timer_init(s->loop, &c->timer);
-    c->tcp.data = c;
     c->timer.data = c;
-    c->handles_open = 2;
+    c->open = 2;
+    c->tls = l->tls != NULL;
+    snprintf(c->remote_ip, sizeof(c->remote_ip), "%s", net_stream_peer_ip(c->s));
     buf_init(&c->pending);
     buf_init(&c->field);
     buf_init(&c->value);
@@ -777,27 +739,13 @@ on_connection(uv_stream_t *ls, int status)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || s->shutting_down ||
-        s->nconns > s->o.max_conns) {
+    if (s->shutting_down || s->nconns > s->o.max_conns) {
         conn_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->remote_ip, sizeof(c->remote_ip));
-        else
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote_ip, sizeof(c->remote_ip));
-    }
-    if (l->tls)
-        c->tls = tls_session_new(l->tls);
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
     conn_arm_timer(c, s->o.header_timeout_ms);
-    c->reading = true;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 /* ---- server ---- */
