@@ -65,6 +65,8 @@ struct http_server {
 };
 
 static void conn_close(struct http_conn *c);
+static void conn_teardown(struct http_conn *c);
+static void conn_release(struct http_conn *c);
 static void conn_process(struct http_conn *c, const char *data, size_t n);
 static void maybe_finish_shutdown(struct http_server *s);
 
@@ -359,6 +361,44 @@ http_exchange_finish(struct http_exchange *ex, int status)
     }
 }
 
+struct net_stream *
+http_exchange_upgrade(struct http_exchange *ex, const struct net_stream_cbs *cbs, void *arg,
+                      struct buf *early)
+{
+    struct http_conn *c = ex->conn;
+    if (ex->finished || c == NULL || c->closing || !ex->req.upgrade) {
+        http_reply_error(ex, 400, "The request did not ask to upgrade the connection.", NULL);
+        return NULL;
+    }
+    struct http_server *s = ex->srv;
+    ex->finished = true;
+    ex->status = 101;
+    ex->close_after = false;
+    buf_reset(&ex->rbody);
+    if (!http_exchange_has_header(ex, "Connection"))
+        http_exchange_header(ex, "Connection", "Upgrade");
+    struct buf out;
+    buf_init(&out);
+    serialize_response(ex, &out);
+    net_stream_write(c->s, out.data, out.len);
+    buf_fini(&out);
+    if (s->o.on_done)
+        s->o.on_done(ex, s->o.arg);
+    exchange_free(ex);
+    c->ex = NULL;
+    /* The stream changes hands; the connection record goes without closing it. */
+    struct net_stream *st = c->s;
+    buf_append(early, c->pending.data, c->pending.len);
+    buf_reset(&c->pending);
+    net_stream_bind(st, cbs, arg);
+    if (c->stream_paused)
+        net_stream_resume(st);
+    c->s = NULL;
+    conn_teardown(c);
+    conn_release(c); /* the stream's share */
+    return st;
+}
+
 void
 http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body)
 {
@@ -545,6 +585,7 @@ on_message_complete(llhttp_t *p)
     struct http_conn *c = p->data;
     struct http_exchange *ex = c->ex;
     ex->close_after = !llhttp_should_keep_alive(p) || p->upgrade;
+    ex->req.upgrade = p->upgrade;
     c->paused = true;
     uv_timer_stop(&c->timer);
     return HPE_PAUSED;

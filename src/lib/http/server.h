@@ -6,6 +6,7 @@
 #define HTTP_SERVER_H
 
 #include "base/buf.h"
+#include "net/stream.h"
 #include "net/tls.h"
 
 #include <stdbool.h>
@@ -27,7 +28,8 @@ struct http_request {
     size_t nheaders;
     struct buf body;
     char remote_ip[64];
-    bool tls; /* arrived on a TLS listener */
+    bool tls;     /* arrived on a TLS listener */
+    bool upgrade; /* Connection: upgrade with an Upgrade header */
 };
 
 #define HTTP_MAX_PARAMS 4
@@ -102,6 +104,13 @@ void http_exchange_header_printf(struct http_exchange *ex, const char *name, con
 bool http_exchange_has_header(const struct http_exchange *ex, const char *name);
 /* Sends the response with the status and the body in ex->rbody. Idempotent. On the loop only. */
 void http_exchange_finish(struct http_exchange *ex, int status);
+/* Answers 101 Switching Protocols (with the headers set on ex, e.g. Upgrade) and hands the
+ * connection to the caller: the exchange ends, the server forgets the connection, and from now
+ * on the stream calls cbs with arg. Bytes the client sent after the request head are moved into
+ * *early (to be treated as the first input). Returns NULL (and answers 400) when the request
+ * did not ask for an upgrade or its connection is gone. */
+struct net_stream *http_exchange_upgrade(struct http_exchange *ex, const struct net_stream_cbs *cbs,
+                                         void *arg, struct buf *early);
 /* Shorthands: body + Content-Type + finish. */
 void http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body);
 /* {"message": msg, "detail": detail?} as application/json. */

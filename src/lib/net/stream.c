@@ -242,11 +242,19 @@ flush_tls(struct net_stream *s)
     buf_fini(&out);
 }
 
+static int send_plain(struct net_stream *s, const void *data, size_t n);
+
 int
 net_stream_write(struct net_stream *s, const void *data, size_t n)
 {
     if (s->closing || s->shut_wanted)
         return -1;
+    return send_plain(s, data, n);
+}
+
+static int
+send_plain(struct net_stream *s, const void *data, size_t n)
+{
     if (!s->ready) {
         buf_append(&s->early, data, n);
         if (s->early.len >= NET_STREAM_HIGH_WATER) {
@@ -303,7 +311,7 @@ become_ready(struct net_stream *s)
     if (s->early.len) {
         struct buf early = s->early;
         buf_init(&s->early);
-        net_stream_write(s, early.data, early.len);
+        send_plain(s, early.data, early.len); /* even after a shutdown request */
         buf_fini(&early);
     }
     maybe_drain(s);

@@ -1,0 +1,648 @@
+/* A tunnel session on a net_stream, the agent's dialler, and stream<->TCP pipes: see conn.h. */
+#include "tunnel/conn.h"
+#include "base/log.h"
+#include "base/timeutil.h"
+#include "base/util.h"
+#include "http/url.h"
+
+#include <jansson.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTPUT_CHUNK (64u << 10)
+#define TICK_MS 5000
+#define HANDSHAKE_TIMEOUT_MS 10000
+#define MAX_UPGRADE_HEAD (16u << 10)
+#define MAX_UPGRADE_BODY (4u << 10)
+
+struct tunnel_conn {
+    uv_loop_t *loop;
+    struct net_stream *st;
+    struct tunnel *t;
+    uv_timer_t timer;
+    uv_prepare_t prep; /* flushes output once per loop iteration, before the loop sleeps */
+    bool flush_scheduled;
+    const struct tunnel_conn_cbs *cbs;
+    void *arg;
+    struct buf out;
+    bool blocked;  /* the socket is full: wait for on_drain */
+    bool flushing; /* reentrancy guard */
+    bool ready_told;
+    bool closing;
+    int open; /* the stream, the timer and the prepare handle */
+    char why[256];
+    /* Dialling only: the upgrade response being read. */
+    bool upgrading;
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    size_t head_bytes;
+    int status;
+    struct buf body;
+    struct buf request;
+};
+
+static void tc_flush(struct tunnel_conn *tc);
+static void tc_fail(struct tunnel_conn *tc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- lifetime ---- */
+
+static void
+tc_release(struct tunnel_conn *tc)
+{
+    if (--tc->open > 0)
+        return;
+    if (tc->cbs->on_close)
+        tc->cbs->on_close(tc, tc->why[0] ? tc->why : NULL, tc->arg);
+    buf_fini(&tc->out);
+    buf_fini(&tc->body);
+    buf_fini(&tc->request);
+    free(tc);
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    tc_release(h->data);
+}
+
+static void
+close_handles(struct tunnel_conn *tc)
+{
+    uv_close((uv_handle_t *)&tc->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&tc->prep, on_timer_closed);
+}
+
+static void
+tc_close_now(struct tunnel_conn *tc)
+{
+    if (tc->closing)
+        return;
+    tc->closing = true;
+    close_handles(tc);
+    if (tc->st)
+        net_stream_close(tc->st);
+}
+
+static void
+tc_fail(struct tunnel_conn *tc, const char *fmt, ...)
+{
+    if (tc->closing)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tc->why, sizeof(tc->why), fmt, ap);
+    va_end(ap);
+    tc_close_now(tc);
+}
+
+/* ---- the session's plumbing ---- */
+
+static void
+t_request(struct tunnel *t, struct tunnel_stream *s, const char *method, const char *authority,
+          const char *path, const struct tunnel_header *h, size_t nh, void *arg)
+{
+    (void)t;
+    struct tunnel_conn *tc = arg;
+    if (tc->cbs->on_request)
+        tc->cbs->on_request(tc, s, method, authority, path, h, nh, tc->arg);
+    else
+        tunnel_stream_reset(s, TUNNEL_REFUSED_STREAM);
+}
+
+static void
+on_prepare(uv_prepare_t *h)
+{
+    struct tunnel_conn *tc = h->data;
+    uv_prepare_stop(h);
+    tc->flush_scheduled = false;
+    tc_flush(tc);
+}
+
+/* Output waits for the end of the loop iteration: writes are batched, and no tunnel call made
+ * by an owner's callback runs other callbacks before it returns. */
+static void
+tc_schedule_flush(struct tunnel_conn *tc)
+{
+    if (tc->flush_scheduled || tc->closing)
+        return;
+    tc->flush_scheduled = true;
+    uv_prepare_start(&tc->prep, on_prepare);
+}
+
+static void
+t_output(struct tunnel *t, void *arg)
+{
+    (void)t;
+    tc_schedule_flush(arg);
+}
+
+static void
+t_goaway(struct tunnel *t, uint32_t code, void *arg)
+{
+    (void)t;
+    (void)code;
+    (void)arg; /* existing streams finish; tc_flush closes once the session is done */
+}
+
+static const struct tunnel_cbs session_cbs = {t_request, t_output, t_goaway};
+
+/* Moves session output to the socket until either runs dry or the socket is full. */
+static void
+tc_flush(struct tunnel_conn *tc)
+{
+    if (tc->flushing || tc->closing || !tc->t)
+        return;
+    tc->flushing = true;
+    while (!tc->blocked && !tc->closing) {
+        buf_reset(&tc->out);
+        if (tunnel_take_output(tc->t, &tc->out, OUTPUT_CHUNK) == 0)
+            break;
+        int rc = net_stream_write(tc->st, tc->out.data, tc->out.len);
+        if (rc < 0) {
+            tc_fail(tc, "tunnel write failed");
+            break;
+        }
+        if (rc == 0)
+            tc->blocked = true;
+    }
+    tc->flushing = false;
+    if (tc->closing)
+        return;
+    if (!tc->ready_told && tunnel_is_ready(tc->t)) {
+        tc->ready_told = true;
+        if (tc->cbs->on_ready)
+            tc->cbs->on_ready(tc, tc->arg);
+    }
+    if (!tc->closing && tunnel_is_done(tc->t) && !tunnel_want_write(tc->t))
+        net_stream_shutdown(tc->st); /* GOAWAY sent and nothing left: the stream ends */
+}
+
+static void
+s_read(struct net_stream *st, const uint8_t *data, size_t n, void *arg)
+{
+    (void)st;
+    struct tunnel_conn *tc = arg;
+    if (tunnel_feed(tc->t, data, n) < 0) {
+        tc_flush(tc); /* the GOAWAY that says why */
+        tc_fail(tc, "tunnel protocol error from the peer");
+        return;
+    }
+    tc_schedule_flush(tc);
+}
+
+static void
+s_eof(struct net_stream *st, void *arg)
+{
+    (void)st;
+    struct tunnel_conn *tc = arg;
+    tc_fail(tc, "tunnel closed by the peer");
+}
+
+static void
+s_drain(struct net_stream *st, void *arg)
+{
+    (void)st;
+    struct tunnel_conn *tc = arg;
+    tc->blocked = false;
+    tc_flush(tc);
+}
+
+static void
+s_close(struct net_stream *st, const char *why, void *arg)
+{
+    (void)st;
+    struct tunnel_conn *tc = arg;
+    if (why && !tc->why[0])
+        snprintf(tc->why, sizeof(tc->why), "%s", why);
+    tc->st = NULL;
+    if (!tc->closing) {
+        tc->closing = true;
+        close_handles(tc);
+    }
+    /* Streams hear of it before the owner does. */
+    tunnel_free(tc->t);
+    tc->t = NULL;
+    tc_release(tc);
+}
+
+static const struct net_stream_cbs stream_cbs = {NULL, s_read, s_eof, s_drain, s_close};
+
+static void
+on_tick(uv_timer_t *timer)
+{
+    struct tunnel_conn *tc = timer->data;
+    if (!tc->t || tc->upgrading)
+        return;
+    if (tunnel_tick(tc->t, time_mono_ms()) < 0) {
+        tc_fail(tc, "tunnel keepalive: no answer to PING for %d s", TUNNEL_KEEPALIVE_MS / 1000);
+        return;
+    }
+    tc_flush(tc);
+}
+
+static struct tunnel_conn *
+tc_alloc(uv_loop_t *loop, const struct tunnel_conn_cbs *cbs, void *arg)
+{
+    struct tunnel_conn *tc = xcalloc(1, sizeof(*tc));
+    tc->loop = loop;
+    tc->cbs = cbs;
+    tc->arg = arg;
+    buf_init(&tc->out);
+    buf_init(&tc->body);
+    buf_init(&tc->request);
+    uv_timer_init(loop, &tc->timer);
+    uv_prepare_init(loop, &tc->prep);
+    tc->timer.data = tc->prep.data = tc;
+    tc->open = 3;
+    return tc;
+}
+
+/* Starts the session on tc->st, which already calls stream_cbs. */
+static void
+tc_start(struct tunnel_conn *tc, enum tunnel_role role, const struct tunnel_opts *o,
+         const uint8_t *early, size_t nearly)
+{
+    tc->t = tunnel_new(role, o, &session_cbs, tc);
+    uv_timer_start(&tc->timer, on_tick, TICK_MS, TICK_MS);
+    if (nearly)
+        s_read(tc->st, early, nearly, tc);
+    else
+        tc_schedule_flush(tc);
+}
+
+struct tunnel_conn *
+tunnel_conn_new(uv_loop_t *loop, struct net_stream *st, enum tunnel_role role,
+                const struct tunnel_opts *o, const struct buf *early,
+                const struct tunnel_conn_cbs *cbs, void *arg)
+{
+    struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
+    tc->st = st;
+    net_stream_bind(st, &stream_cbs, tc);
+    tc_start(tc, role, o, early ? (const uint8_t *)early->data : NULL, early ? early->len : 0);
+    return tc;
+}
+
+struct tunnel *
+tunnel_conn_session(struct tunnel_conn *tc)
+{
+    return tc->t;
+}
+
+void
+tunnel_conn_close(struct tunnel_conn *tc)
+{
+    if (tc->closing)
+        return;
+    if (tc->t && !tc->upgrading) {
+        tunnel_shutdown(tc->t);
+        tc_flush(tc);
+    }
+    tc_close_now(tc);
+}
+
+/* ---- dialling: the upgrade handshake ---- */
+
+static int
+u_status(llhttp_t *p, const char *at, size_t n)
+{
+    (void)at;
+    struct tunnel_conn *tc = p->data;
+    tc->head_bytes += n;
+    return tc->head_bytes > MAX_UPGRADE_HEAD ? -1 : 0;
+}
+
+static int
+u_header(llhttp_t *p, const char *at, size_t n)
+{
+    (void)at;
+    return u_status(p, at, n);
+}
+
+static int
+u_headers_complete(llhttp_t *p)
+{
+    struct tunnel_conn *tc = p->data;
+    tc->status = p->status_code;
+    return 0;
+}
+
+static int
+u_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct tunnel_conn *tc = p->data;
+    if (tc->body.len + n > MAX_UPGRADE_BODY)
+        return -1;
+    buf_append(&tc->body, at, n);
+    return 0;
+}
+
+static int
+u_message_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED;
+}
+
+/* A refused upgrade: the region's JSON message, or the status. */
+static void
+refused(struct tunnel_conn *tc)
+{
+    json_t *j = json_loadb(tc->body.data ? tc->body.data : "", tc->body.len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    if (msg)
+        tc_fail(tc, "tunnel refused with status %d: %s", tc->status, msg);
+    else
+        tc_fail(tc, "tunnel refused with status %d", tc->status);
+    json_decref(j);
+}
+
+static void
+d_read(struct net_stream *st, const uint8_t *data, size_t n, void *arg)
+{
+    struct tunnel_conn *tc = arg;
+    llhttp_errno_t e = llhttp_execute(&tc->parser, (const char *)data, n);
+    if ((e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED) && tc->status == 101) {
+        const char *pos = llhttp_get_error_pos(&tc->parser);
+        size_t used = (size_t)(pos - (const char *)data);
+        tc->upgrading = false;
+        uv_timer_stop(&tc->timer);
+        net_stream_bind(st, &stream_cbs, tc);
+        tc_start(tc, TUNNEL_SERVER, NULL, data + used, n - used);
+        return;
+    }
+    if (e == HPE_PAUSED) {
+        refused(tc);
+        return;
+    }
+    if (e != HPE_OK)
+        tc_fail(tc, "tunnel handshake: malformed response from the region");
+}
+
+static void
+d_connect(struct net_stream *st, const char *err, void *arg)
+{
+    struct tunnel_conn *tc = arg;
+    if (err) {
+        snprintf(tc->why, sizeof(tc->why), "%s", err);
+        return; /* the stream closes itself: s_close-like path via d_close */
+    }
+    net_stream_write(st, tc->request.data, tc->request.len);
+}
+
+static void
+d_eof(struct net_stream *st, void *arg)
+{
+    (void)st;
+    struct tunnel_conn *tc = arg;
+    if (tc->status && tc->status != 101) {
+        llhttp_finish(&tc->parser);
+        refused(tc);
+        return;
+    }
+    tc_fail(tc, "tunnel handshake: the region closed the connection");
+}
+
+static void
+d_close(struct net_stream *st, const char *why, void *arg)
+{
+    s_close(st, why, arg);
+}
+
+static const struct net_stream_cbs dial_cbs = {d_connect, d_read, d_eof, NULL, d_close};
+
+static void
+on_handshake_timeout(uv_timer_t *timer)
+{
+    tc_fail(timer->data, "tunnel handshake: timed out after %d s", HANDSHAKE_TIMEOUT_MS / 1000);
+}
+
+struct tunnel_conn *
+tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct tls_ctx *tls,
+            const struct tunnel_conn_cbs *cbs, void *arg)
+{
+    struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
+    tc->upgrading = true;
+    struct url u;
+    bool https = false;
+    if (url_parse(url, &u) < 0 ||
+        !((https = str_eq(u.scheme, "https")) || str_eq(u.scheme, "http"))) {
+        if (u.scheme)
+            url_free(&u);
+        snprintf(tc->why, sizeof(tc->why), "invalid region URL \"%s\"", url);
+        tc->closing = true;
+        tc->open = 2; /* no stream */
+        close_handles(tc);
+        return tc;
+    }
+    int port = u.port ? u.port : url_default_port(&u);
+    struct buf *r = &tc->request;
+    buf_printf(r, "GET %s/api/v2/workspaceagents/me/tunnel HTTP/1.1\r\n",
+               str_eq(u.path, "/") ? "" : u.path);
+    buf_printf(r, "Host: %s%s%s:%d\r\n", u.ipv6 ? "[" : "", u.host, u.ipv6 ? "]" : "", port);
+    buf_puts(r, "Connection: Upgrade\r\nUpgrade: coder-tunnel\r\nCoder-Tunnel-Version: 1\r\n");
+    for (size_t i = 0; headers && headers[i]; i++) {
+        if (strpbrk(headers[i], "\r\n"))
+            continue;
+        buf_printf(r, "%s\r\n", headers[i]);
+    }
+    buf_puts(r, "\r\n");
+    llhttp_settings_init(&tc->settings);
+    tc->settings.on_status = u_status;
+    tc->settings.on_header_field = u_header;
+    tc->settings.on_header_value = u_header;
+    tc->settings.on_headers_complete = u_headers_complete;
+    tc->settings.on_body = u_body;
+    tc->settings.on_message_complete = u_message_complete;
+    llhttp_init(&tc->parser, HTTP_RESPONSE, &tc->settings);
+    tc->parser.data = tc;
+    uv_timer_start(&tc->timer, on_handshake_timeout, HANDSHAKE_TIMEOUT_MS, 0);
+    tc->st = net_stream_dial(loop, u.host, port, https ? tls : NULL, NULL, HANDSHAKE_TIMEOUT_MS,
+                             &dial_cbs, tc);
+    url_free(&u);
+    return tc;
+}
+
+/* ---- pipes ---- */
+
+struct pipe {
+    struct tunnel_stream *ts;
+    struct net_stream *ns;
+    size_t owed;         /* tunnel bytes written to ns but not yet acknowledged */
+    bool respond;        /* answer the stream when ns connects (CONNECT) */
+    bool ns_eof_sent;    /* ns EOF carried to the tunnel stream */
+    bool answered_error; /* a 502 went out with END_STREAM */
+};
+
+static void
+pipe_maybe_free(struct pipe *p)
+{
+    if (!p->ts && !p->ns)
+        free(p);
+}
+
+static void
+pt_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
+{
+    struct pipe *p = arg;
+    if (!p->ns) {
+        tunnel_stream_consumed(ts, n);
+        return;
+    }
+    int rc = net_stream_write(p->ns, d, n);
+    if (rc == 1) {
+        /* The socket's queue is under its mark: these bytes (and any owed) count as written. */
+        tunnel_stream_consumed(ts, p->owed + n);
+        p->owed = 0;
+    } else {
+        p->owed += n; /* acknowledged when the socket drains */
+    }
+}
+
+static void
+pt_end(struct tunnel_stream *ts, void *arg)
+{
+    (void)ts;
+    struct pipe *p = arg;
+    if (p->ns)
+        net_stream_shutdown(p->ns);
+}
+
+static void
+pt_writable(struct tunnel_stream *ts, void *arg)
+{
+    (void)ts;
+    struct pipe *p = arg;
+    if (p->ns)
+        net_stream_resume(p->ns);
+}
+
+static void
+pt_close(struct tunnel_stream *ts, uint32_t code, void *arg)
+{
+    (void)ts;
+    (void)code;
+    struct pipe *p = arg;
+    p->ts = NULL;
+    if (p->ns)
+        net_stream_close(p->ns);
+    pipe_maybe_free(p);
+}
+
+static const struct tunnel_stream_cbs pipe_tcbs = {NULL, pt_data, pt_end, pt_writable, pt_close};
+
+static void
+pn_connect(struct net_stream *ns, const char *err, void *arg)
+{
+    (void)ns;
+    struct pipe *p = arg;
+    if (!p->respond || !p->ts)
+        return;
+    p->respond = false;
+    if (err) {
+        p->answered_error = true;
+        const struct tunnel_header h[] = {{"coder-error", err}};
+        tunnel_stream_respond(p->ts, 502, h, 1, true);
+        return;
+    }
+    tunnel_stream_respond(p->ts, 200, NULL, 0, false);
+}
+
+static void
+pn_read(struct net_stream *ns, const uint8_t *d, size_t n, void *arg)
+{
+    struct pipe *p = arg;
+    if (!p->ts) {
+        net_stream_close(ns);
+        return;
+    }
+    if (tunnel_stream_write(p->ts, d, n) == 0)
+        net_stream_pause(ns); /* resumed by pt_writable */
+}
+
+static void
+pn_eof(struct net_stream *ns, void *arg)
+{
+    (void)ns;
+    struct pipe *p = arg;
+    p->ns_eof_sent = true;
+    if (p->ts)
+        tunnel_stream_end(p->ts);
+}
+
+static void
+pn_drain(struct net_stream *ns, void *arg)
+{
+    (void)ns;
+    struct pipe *p = arg;
+    if (p->ts && p->owed) {
+        tunnel_stream_consumed(p->ts, p->owed);
+        p->owed = 0;
+    }
+}
+
+static void
+pn_close(struct net_stream *ns, const char *why, void *arg)
+{
+    (void)ns;
+    struct pipe *p = arg;
+    p->ns = NULL;
+    if (!p->ts) {
+        free(p);
+        return;
+    }
+    if (p->answered_error)
+        return; /* the 502 ended our side; the region resets the stream (TUNNEL.md §5) */
+    /* From here the tunnel stream's close may free p (pt_close sees ns gone): no p after. */
+    {
+        if (p->respond) { /* the dial failed: pn_connect answered already, or it closed early */
+            p->respond = false;
+            const struct tunnel_header h[] = {{"coder-error", why ? why : "closed"}};
+            tunnel_stream_respond(p->ts, 502, h, 1, true);
+        } else if (why || !p->ns_eof_sent) {
+            tunnel_stream_reset(p->ts, TUNNEL_CONNECT_ERROR);
+        } else {
+            tunnel_stream_end(p->ts);
+        }
+    }
+}
+
+static const struct net_stream_cbs pipe_ncbs = {pn_connect, pn_read, pn_eof, pn_drain, pn_close};
+
+void
+tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns)
+{
+    struct pipe *p = xcalloc(1, sizeof(*p));
+    p->ts = ts;
+    p->ns = ns;
+    tunnel_stream_bind(ts, &pipe_tcbs, p);
+    net_stream_bind(ns, &pipe_ncbs, p);
+}
+
+void
+tunnel_connect_stream(uv_loop_t *loop, struct tunnel_stream *ts, const char *authority)
+{
+    /* "host:port" or "[v6]:port" */
+    char host[256];
+    const char *colon = strrchr(authority, ':');
+    int port = colon ? atoi(colon + 1) : 0;
+    size_t hl = colon ? (size_t)(colon - authority) : 0;
+    if (hl >= 2 && authority[0] == '[' && authority[hl - 1] == ']') {
+        authority++;
+        hl -= 2;
+    }
+    if (!colon || hl == 0 || hl >= sizeof(host) || port <= 0 || port > 65535) {
+        const struct tunnel_header h[] = {{"coder-error", "invalid CONNECT authority"}};
+        tunnel_stream_respond(ts, 400, h, 1, true);
+        return;
+    }
+    memcpy(host, authority, hl);
+    host[hl] = '\0';
+    struct pipe *p = xcalloc(1, sizeof(*p));
+    p->ts = ts;
+    p->respond = true;
+    tunnel_stream_bind(ts, &pipe_tcbs, p);
+    p->ns = net_stream_dial(loop, host, port, NULL, NULL, 10000, &pipe_ncbs, p);
+}
