@@ -1,0 +1,40 @@
+/* JOSE in the two compact forms Coder uses between the primary and its proxies
+ * (CODER-COMPAT §2.3, §2.5): signed app tokens, JWS HS512 with a `kid`; and the API key that
+ * crosses domains, JWE A256GCMKW + A256GCM with DEFLATE and a `kid`.
+ *
+ * Nothing here trusts a token's header: the algorithms are fixed, the key comes from the
+ * caller's lookup by `kid`, and sizes are bounded (token 16 KiB, inflated payload 64 KiB). Time
+ * claims are checked separately (jose_check_time), so a caller decides the clock and leeway. */
+#ifndef JOSE_JWT_H
+#define JOSE_JWT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOSE_MAX_TOKEN (16u << 10)
+#define JOSE_MAX_PAYLOAD (64u << 10)
+#define JOSE_MAX_KEY 128
+
+/* Finds the key for kid ("" when the token has none): copies it to key (at most JOSE_MAX_KEY
+ * bytes), sets *len and returns 0; returns -1 for an unknown kid. */
+typedef int (*jose_key_fn)(const char *kid, uint8_t *key, size_t *len, void *arg);
+
+/* Compact JWS, HS512, header {"alg":"HS512","kid":kid}. Returns a new string. */
+char *jose_sign_hs512(const uint8_t *key, size_t keylen, const char *kid, const json_t *claims);
+/* Verifies a compact HS512 JWS and returns its claims (a new reference), or NULL with *err (a
+ * static one-line reason). The kid found is copied to kid_out when not NULL. */
+json_t *jose_verify_hs512(const char *token, jose_key_fn key, void *arg, char *kid_out,
+                          size_t kidcap, const char **err);
+
+/* Compact JWE: A256GCMKW with key (32 bytes), A256GCM content, DEFLATE. Returns a new string. */
+char *jose_encrypt_a256gcmkw(const uint8_t key[32], const char *kid, const json_t *claims);
+/* Decrypts what jose_encrypt_a256gcmkw (or Coder's go-jose) made; returns the claims. */
+json_t *jose_decrypt_a256gcmkw(const char *token, jose_key_fn key, void *arg, char *kid_out,
+                               size_t kidcap, const char **err);
+
+/* Checks "exp" (required) and "nbf" (optional) against now (seconds) with leeway. Returns 0,
+ * or -1 with *err "token expired" / "token not valid yet" / "token has no expiry". */
+int jose_check_time(const json_t *claims, int64_t now_s, int64_t leeway_s, const char **err);
+
+#endif
