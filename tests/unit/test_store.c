@@ -171,6 +171,148 @@ replica_make(struct store_replica *r, const char *proxy_id, const char *hostname
     r->created_at = r->updated_at = created_at;
 }
 
+/* ---- workspaces -------------------------------------------------------------------------- */
+
+static void
+workspace_make(struct store_workspace *w, struct store_agent *a, const char *owner_id,
+               const char *name, uint8_t token_byte)
+{
+    memset(w, 0, sizeof(*w));
+    memset(a, 0, sizeof(*a));
+    uuid_new(w->id);
+    snprintf(w->owner_id, sizeof(w->owner_id), "%s", owner_id);
+    w->name = xstrdup(name);
+    w->created_at = w->updated_at = 1700000000000;
+    uuid_new(a->id);
+    a->name = xstrdup("main");
+    memset(a->token_hash, token_byte, sizeof(a->token_hash));
+    a->created_at = a->updated_at = 1700000000000;
+}
+
+static void
+app_make(struct store_app *a, const char *slug, bool subdomain, const char *share)
+{
+    memset(a, 0, sizeof(*a));
+    uuid_new(a->id);
+    a->slug = xstrdup(slug);
+    a->display_name = xstrdup(slug);
+    a->url = xstrdup("http://127.0.0.1:8080");
+    a->subdomain = subdomain;
+    a->sharing_level = xstrdup(share);
+    a->created_at = 1700000000000;
+}
+
+static void
+test_workspaces(void **state)
+{
+    struct fixture *f = *state;
+    struct store *s = open_ok(f);
+    struct store_user u;
+    user_make(&u, "dev@example.com", "dev");
+    assert_int_equal(store_user_insert(s, &u), 0);
+
+    struct store_workspace w;
+    struct store_agent a;
+    struct store_app apps[2];
+    workspace_make(&w, &a, u.id, "Dev-Box", 0x11);
+    app_make(&apps[0], "code", false, "owner");
+    app_make(&apps[1], "web", true, "public");
+    assert_int_equal(store_workspace_create(s, &w, &a, apps, 2), 0);
+
+    /* Found by id and by name (case-insensitively), with its agent and apps. */
+    struct store_workspace got;
+    assert_int_equal(store_workspace_by_owner_name(s, u.id, "dev-box", &got), 0);
+    assert_string_equal(got.id, w.id);
+    assert_string_equal(got.name, "Dev-Box");
+    store_workspace_fini(&got);
+    struct store_agent *agents;
+    size_t n;
+    assert_int_equal(store_agent_list(s, w.id, &agents, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(agents[0].name, "main");
+    assert_memory_equal(agents[0].token_hash, a.token_hash, 32);
+    assert_string_equal(agents[0].lifecycle_state, "created");
+    store_agents_free(agents, n);
+    struct store_app *gotapps;
+    assert_int_equal(store_app_list(s, a.id, &gotapps, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(gotapps[1].slug, "web");
+    assert_true(gotapps[1].subdomain);
+    assert_string_equal(gotapps[1].sharing_level, "public");
+    store_apps_free(gotapps, n);
+
+    /* The token authenticates; another does not. */
+    struct store_agent by;
+    assert_int_equal(store_agent_by_token_hash(s, a.token_hash, &by), 0);
+    assert_string_equal(by.id, a.id);
+    store_agent_fini(&by);
+    uint8_t other[32];
+    memset(other, 0x22, sizeof(other));
+    assert_int_equal(store_agent_by_token_hash(s, other, &by), STORE_ENOTFOUND);
+
+    /* Connection bookkeeping: first_connected_at is set once. */
+    assert_int_equal(store_agent_set_connection(s, a.id, 1000, 0, 1000), 0);
+    assert_int_equal(store_agent_set_connection(s, a.id, 0, 2000, 2000), 0);
+    assert_int_equal(store_agent_set_connection(s, a.id, 3000, 0, 3000), 0);
+    assert_int_equal(store_agent_by_id(s, a.id, &by), 0);
+    assert_int_equal(by.first_connected_at, 1000);
+    assert_int_equal(by.last_connected_at, 3000);
+    assert_int_equal(by.disconnected_at, 0);
+    store_agent_fini(&by);
+
+    /* A second workspace with the same name (any case) conflicts and leaves nothing behind. */
+    struct store_workspace w2;
+    struct store_agent a2;
+    workspace_make(&w2, &a2, u.id, "DEV-BOX", 0x33);
+    assert_int_equal(store_workspace_create(s, &w2, &a2, NULL, 0), STORE_ECONFLICT);
+    assert_int_equal(store_agent_by_token_hash(s, a2.token_hash, &by), STORE_ENOTFOUND);
+    /* A duplicate slug fails the whole creation too. */
+    struct store_app dup[2];
+    app_make(&dup[0], "same", false, "owner");
+    app_make(&dup[1], "same", false, "owner");
+    free(w2.name);
+    w2.name = xstrdup("other");
+    assert_int_equal(store_workspace_create(s, &w2, &a2, dup, 2), STORE_ECONFLICT);
+    assert_int_equal(store_workspace_by_owner_name(s, u.id, "other", &got), STORE_ENOTFOUND);
+    struct store_workspace *list;
+    assert_int_equal(store_workspace_list(s, u.id, &list, &n), 0);
+    assert_int_equal(n, 1);
+    store_workspaces_free(list, n);
+
+    /* last_used_at only moves forward. */
+    assert_int_equal(store_workspace_touch(s, w.id, 5000), 0);
+    assert_int_equal(store_workspace_touch(s, w.id, 4000), 0);
+    assert_int_equal(store_workspace_by_id(s, w.id, &got), 0);
+    assert_int_equal(got.last_used_at, 5000);
+    store_workspace_fini(&got);
+
+    /* Deleting frees the name and revokes the agent token; deleting twice is ENOTFOUND. */
+    assert_int_equal(store_workspace_delete(s, w.id, 6000), 0);
+    assert_int_equal(store_workspace_delete(s, w.id, 6001), STORE_ENOTFOUND);
+    assert_int_equal(store_agent_by_token_hash(s, a.token_hash, &by), STORE_ENOTFOUND);
+    assert_int_equal(store_workspace_by_id(s, w.id, &got), 0);
+    assert_true(got.deleted);
+    store_workspace_fini(&got);
+    free(w2.name);
+    w2.name = xstrdup("dev-box");
+    assert_int_equal(store_workspace_create(s, &w2, &a2, NULL, 0), 0);
+    assert_int_equal(store_workspace_list(s, NULL, &list, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, w2.id);
+    store_workspaces_free(list, n);
+
+    for (int i = 0; i < 2; i++) {
+        store_app_fini(&apps[i]);
+        store_app_fini(&dup[i]);
+    }
+    store_workspace_fini(&w);
+    store_workspace_fini(&w2);
+    store_agent_fini(&a);
+    store_agent_fini(&a2);
+    store_user_fini(&u);
+    store_close(s);
+}
+
 /* ---- schema ------------------------------------------------------------------------------ */
 
 static void
@@ -194,7 +336,8 @@ test_open_creates_schema(void **state)
     sqlite3_close(db);
 
     const char *tables[] = {"schema_migrations", "site_configs",      "users",
-                            "api_keys",          "workspace_proxies", "replicas"};
+                            "api_keys",          "workspace_proxies", "replicas",
+                            "workspaces",        "workspace_agents",  "workspace_apps"};
     for (size_t i = 0; i < ARRAY_LEN(tables); i++) {
         char *sql = xasprintf(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'", tables[i]);
@@ -886,6 +1029,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_apikey_corrupt_hash_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replicas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_workspaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_see_only_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_across_kill, setup, teardown),

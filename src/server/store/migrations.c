@@ -90,6 +90,48 @@ static const struct migration migrations[] = {
                  "  stopped_at BIGINT NOT NULL DEFAULT 0"
                  ");"
                  "CREATE INDEX replicas_proxy_id_idx ON replicas (proxy_id, stopped_at);"},
+    /* Workspaces are registered, not provisioned: one row each, with its agents and their
+     * apps. A deleted workspace frees its name; its agents' tokens stop authenticating (the
+     * lookup joins on deleted = false). Agent tokens are stored as SHA-256 hex. */
+    {"workspaces",
+     "CREATE TABLE workspaces ("
+     "  id TEXT NOT NULL PRIMARY KEY,"
+     "  owner_id TEXT NOT NULL REFERENCES users (id),"
+     "  name TEXT NOT NULL,"
+     "  created_at BIGINT NOT NULL,"
+     "  updated_at BIGINT NOT NULL,"
+     "  last_used_at BIGINT NOT NULL DEFAULT 0,"
+     "  deleted BOOLEAN NOT NULL DEFAULT false"
+     ");"
+     "CREATE UNIQUE INDEX workspaces_owner_lower_name_idx"
+     "  ON workspaces (owner_id, lower(name)) WHERE deleted = false;"
+     "CREATE TABLE workspace_agents ("
+     "  id TEXT NOT NULL PRIMARY KEY,"
+     "  workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,"
+     "  name TEXT NOT NULL,"
+     "  auth_token_hash TEXT NOT NULL,"
+     "  created_at BIGINT NOT NULL,"
+     "  updated_at BIGINT NOT NULL,"
+     "  first_connected_at BIGINT NOT NULL DEFAULT 0,"
+     "  last_connected_at BIGINT NOT NULL DEFAULT 0,"
+     "  disconnected_at BIGINT NOT NULL DEFAULT 0,"
+     "  version TEXT NOT NULL DEFAULT '',"
+     "  lifecycle_state TEXT NOT NULL DEFAULT 'created'"
+     ");"
+     "CREATE UNIQUE INDEX workspace_agents_token_idx ON workspace_agents (auth_token_hash);"
+     "CREATE UNIQUE INDEX workspace_agents_name_idx"
+     "  ON workspace_agents (workspace_id, lower(name));"
+     "CREATE TABLE workspace_apps ("
+     "  id TEXT NOT NULL PRIMARY KEY,"
+     "  agent_id TEXT NOT NULL REFERENCES workspace_agents (id) ON DELETE CASCADE,"
+     "  slug TEXT NOT NULL,"
+     "  display_name TEXT NOT NULL DEFAULT '',"
+     "  url TEXT NOT NULL,"
+     "  subdomain BOOLEAN NOT NULL DEFAULT false,"
+     "  sharing_level TEXT NOT NULL DEFAULT 'owner',"
+     "  created_at BIGINT NOT NULL"
+     ");"
+     "CREATE UNIQUE INDEX workspace_apps_slug_idx ON workspace_apps (agent_id, slug);"},
 };
 
 int64_t

@@ -24,6 +24,12 @@
     "id, proxy_id, hostname, version, relay_address, error, region_id, created_at, updated_at, "   \
     "stopped_at"
 
+#define WORKSPACE_COLS "id, owner_id, name, created_at, updated_at, last_used_at, deleted"
+#define AGENT_COLS                                                                                 \
+    "id, workspace_id, name, auth_token_hash, created_at, updated_at, first_connected_at, "        \
+    "last_connected_at, disconnected_at, version, lifecycle_state"
+#define APP_COLS "id, agent_id, slug, display_name, url, subdomain, sharing_level, created_at"
+
 #define Q(id_, name_, sql_) [id_] = {id_, name_, sql_}
 
 static const struct store_query queries[STMT_COUNT] = {
@@ -102,6 +108,46 @@ static const struct store_query queries[STMT_COUNT] = {
       "ORDER BY created_at, id"),
     Q(STMT_REPLICA_STOP, "replica_stop",
       "UPDATE replicas SET stopped_at = $2, updated_at = $2 WHERE id = $1"),
+    Q(STMT_WORKSPACE_INSERT, "workspace_insert",
+      "INSERT INTO workspaces (" WORKSPACE_COLS ") VALUES ($1, $2, $3, $4, $5, $6, false)"),
+    Q(STMT_WORKSPACE_BY_ID, "workspace_by_id",
+      "SELECT " WORKSPACE_COLS " FROM workspaces WHERE id = $1"),
+    Q(STMT_WORKSPACE_BY_OWNER_NAME, "workspace_by_owner_name",
+      "SELECT " WORKSPACE_COLS " FROM workspaces "
+      "WHERE owner_id = $1 AND lower(name) = lower($2) AND deleted = false"),
+    Q(STMT_WORKSPACE_LIST, "workspace_list",
+      "SELECT " WORKSPACE_COLS " FROM workspaces WHERE deleted = false "
+      "ORDER BY created_at, name"),
+    Q(STMT_WORKSPACE_LIST_OWNER, "workspace_list_owner",
+      "SELECT " WORKSPACE_COLS " FROM workspaces WHERE owner_id = $1 AND deleted = false "
+      "ORDER BY created_at, name"),
+    Q(STMT_WORKSPACE_DELETE, "workspace_delete",
+      "UPDATE workspaces SET deleted = true, updated_at = $2 WHERE id = $1 AND deleted = false"),
+    Q(STMT_WORKSPACE_TOUCH, "workspace_touch",
+      "UPDATE workspaces SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2"),
+    Q(STMT_AGENT_INSERT, "agent_insert",
+      "INSERT INTO workspace_agents (" AGENT_COLS ") "
+      "VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, '', 'created')"),
+    Q(STMT_AGENT_BY_ID, "agent_by_id", "SELECT " AGENT_COLS " FROM workspace_agents WHERE id = $1"),
+    /* Only agents of live workspaces authenticate. */
+    Q(STMT_AGENT_BY_TOKEN, "agent_by_token",
+      "SELECT a.id, a.workspace_id, a.name, a.auth_token_hash, a.created_at, a.updated_at, "
+      "a.first_connected_at, a.last_connected_at, a.disconnected_at, a.version, "
+      "a.lifecycle_state FROM workspace_agents a JOIN workspaces w ON w.id = a.workspace_id "
+      "WHERE a.auth_token_hash = $1 AND w.deleted = false"),
+    Q(STMT_AGENT_LIST, "agent_list",
+      "SELECT " AGENT_COLS " FROM workspace_agents WHERE workspace_id = $1 ORDER BY name"),
+    /* $2 > 0: the agent connected at $2; else it disconnected at $3. */
+    Q(STMT_AGENT_CONNECTION, "agent_connection",
+      "UPDATE workspace_agents SET "
+      "first_connected_at = CASE WHEN first_connected_at = 0 AND $2 > 0 THEN $2 "
+      "ELSE first_connected_at END, "
+      "last_connected_at = CASE WHEN $2 > 0 THEN $2 ELSE last_connected_at END, "
+      "disconnected_at = $3, updated_at = $4 WHERE id = $1"),
+    Q(STMT_APP_INSERT, "app_insert",
+      "INSERT INTO workspace_apps (" APP_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+    Q(STMT_APP_LIST, "app_list",
+      "SELECT " APP_COLS " FROM workspace_apps WHERE agent_id = $1 ORDER BY slug"),
 };
 
 const struct store_query *
@@ -742,4 +788,323 @@ store_replica_stop(struct store *s, const char *id, int64_t stopped_at)
 {
     struct store_arg args[] = {ARG_TEXT(id), ARG_INT(stopped_at)};
     return run_one(s, STMT_REPLICA_STOP, args, ARRAY_LEN(args));
+}
+
+/* ---- workspaces, agents, apps ----------------------------------------------------------- */
+
+void
+store_workspace_fini(struct store_workspace *w)
+{
+    if (w == NULL)
+        return;
+    free(w->name);
+    memset(w, 0, sizeof(*w));
+}
+
+void
+store_agent_fini(struct store_agent *a)
+{
+    if (a == NULL)
+        return;
+    free(a->name);
+    free(a->version);
+    free(a->lifecycle_state);
+    memset(a, 0, sizeof(*a));
+}
+
+void
+store_app_fini(struct store_app *a)
+{
+    if (a == NULL)
+        return;
+    free(a->slug);
+    free(a->display_name);
+    free(a->url);
+    free(a->sharing_level);
+    memset(a, 0, sizeof(*a));
+}
+
+void
+store_workspaces_free(struct store_workspace *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_workspace_fini(&v[i]);
+    free(v);
+}
+
+void
+store_agents_free(struct store_agent *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_agent_fini(&v[i]);
+    free(v);
+}
+
+void
+store_apps_free(struct store_app *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_app_fini(&v[i]);
+    free(v);
+}
+
+static void
+workspace_fill(const struct fetch *f, const struct store_row *row, struct store_workspace *w)
+{
+    const struct store_backend *be = f->s->be;
+    col_copy(f, row, 0, w->id, sizeof(w->id));
+    col_copy(f, row, 1, w->owner_id, sizeof(w->owner_id));
+    w->name = col_str(f, row, 2);
+    w->created_at = be->col_int(row, 3);
+    w->updated_at = be->col_int(row, 4);
+    w->last_used_at = be->col_int(row, 5);
+    w->deleted = be->col_bool(row, 6);
+}
+
+static int
+workspace_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    if (!f->found)
+        workspace_fill(f, row, f->out);
+    f->found = true;
+    return 0;
+}
+
+static int
+workspace_list_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    workspace_fill(f, row, list_slot(f, sizeof(struct store_workspace)));
+    return 0;
+}
+
+static void
+workspace_fini_any(void *p)
+{
+    store_workspace_fini(p);
+}
+
+static int
+agent_fill(const struct fetch *f, const struct store_row *row, struct store_agent *a)
+{
+    const struct store_backend *be = f->s->be;
+    col_copy(f, row, 0, a->id, sizeof(a->id));
+    col_copy(f, row, 1, a->workspace_id, sizeof(a->workspace_id));
+    a->name = col_str(f, row, 2);
+    a->created_at = be->col_int(row, 4);
+    a->updated_at = be->col_int(row, 5);
+    a->first_connected_at = be->col_int(row, 6);
+    a->last_connected_at = be->col_int(row, 7);
+    a->disconnected_at = be->col_int(row, 8);
+    a->version = col_str(f, row, 9);
+    a->lifecycle_state = col_str(f, row, 10);
+    return col_hash(f, row, 3, a->token_hash, "workspace_agents");
+}
+
+static int
+agent_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    if (f->found)
+        return 0;
+    f->found = true;
+    return agent_fill(f, row, f->out);
+}
+
+static int
+agent_list_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    return agent_fill(f, row, list_slot(f, sizeof(struct store_agent)));
+}
+
+static void
+agent_fini_any(void *p)
+{
+    store_agent_fini(p);
+}
+
+static int
+app_list_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    const struct store_backend *be = f->s->be;
+    struct store_app *a = list_slot(f, sizeof(struct store_app));
+    col_copy(f, row, 0, a->id, sizeof(a->id));
+    col_copy(f, row, 1, a->agent_id, sizeof(a->agent_id));
+    a->slug = col_str(f, row, 2);
+    a->display_name = col_str(f, row, 3);
+    a->url = col_str(f, row, 4);
+    a->subdomain = be->col_bool(row, 5);
+    a->sharing_level = col_str(f, row, 6);
+    a->created_at = be->col_int(row, 7);
+    return 0;
+}
+
+/* Runs a list query with one text argument; on failure *out is NULL and *n 0. */
+static int
+list_by(struct store *s, enum store_stmt id, const char *key, store_row_fn fn,
+        void (*free_list)(void *, size_t), void **out, size_t *n)
+{
+    struct store_arg args[] = {ARG_TEXT(key)};
+    struct fetch f = {.s = s};
+    int rc = run(s, id, args, key ? 1 : 0, fn, &f, NULL);
+    if (rc < 0) {
+        free_list(f.out, f.n);
+        *out = NULL;
+        *n = 0;
+        return rc;
+    }
+    *out = f.out;
+    *n = f.n;
+    return 0;
+}
+
+static void
+workspaces_free_any(void *v, size_t n)
+{
+    store_workspaces_free(v, n);
+}
+
+static void
+agents_free_any(void *v, size_t n)
+{
+    store_agents_free(v, n);
+}
+
+static void
+apps_free_any(void *v, size_t n)
+{
+    store_apps_free(v, n);
+}
+
+int
+store_workspace_create(struct store *s, const struct store_workspace *w,
+                       const struct store_agent *agent, const struct store_app *apps, size_t napps)
+{
+    bool own_tx = !s->in_tx;
+    if (own_tx && store_begin(s) < 0)
+        return STORE_EIO;
+    struct store_arg wargs[] = {ARG_TEXT(w->id),        ARG_TEXT(w->owner_id),
+                                ARG_TEXT(w->name),      ARG_INT(w->created_at),
+                                ARG_INT(w->updated_at), ARG_INT(w->last_used_at)};
+    int rc = run(s, STMT_WORKSPACE_INSERT, wargs, ARRAY_LEN(wargs), NULL, NULL, NULL);
+    if (rc == 0) {
+        char hash[65];
+        hex_encode(agent->token_hash, sizeof(agent->token_hash), hash);
+        struct store_arg aargs[] = {ARG_TEXT(agent->id),        ARG_TEXT(w->id),
+                                    ARG_TEXT(agent->name),      ARG_TEXT(hash),
+                                    ARG_INT(agent->created_at), ARG_INT(agent->updated_at)};
+        rc = run(s, STMT_AGENT_INSERT, aargs, ARRAY_LEN(aargs), NULL, NULL, NULL);
+    }
+    for (size_t i = 0; rc == 0 && i < napps; i++) {
+        const struct store_app *a = &apps[i];
+        struct store_arg args[] = {
+            ARG_TEXT(a->id),
+            ARG_TEXT(agent->id),
+            ARG_TEXT(a->slug),
+            ARG_TEXT(a->display_name),
+            ARG_TEXT(a->url),
+            ARG_BOOL(a->subdomain),
+            ARG_TEXT(a->sharing_level),
+            ARG_INT(a->created_at),
+        };
+        rc = run(s, STMT_APP_INSERT, args, ARRAY_LEN(args), NULL, NULL, NULL);
+    }
+    if (!own_tx)
+        return rc;
+    if (rc < 0) {
+        store_rollback(s);
+        return rc;
+    }
+    return store_commit(s);
+}
+
+int
+store_workspace_by_id(struct store *s, const char *id, struct store_workspace *out)
+{
+    struct store_arg args[] = {ARG_TEXT(id)};
+    struct store_workspace tmp = {0};
+    return get_one(s, STMT_WORKSPACE_BY_ID, args, ARRAY_LEN(args), workspace_row, &tmp, out,
+                   sizeof(*out), workspace_fini_any);
+}
+
+int
+store_workspace_by_owner_name(struct store *s, const char *owner_id, const char *name,
+                              struct store_workspace *out)
+{
+    struct store_arg args[] = {ARG_TEXT(owner_id), ARG_TEXT(name)};
+    struct store_workspace tmp = {0};
+    return get_one(s, STMT_WORKSPACE_BY_OWNER_NAME, args, ARRAY_LEN(args), workspace_row, &tmp, out,
+                   sizeof(*out), workspace_fini_any);
+}
+
+int
+store_workspace_list(struct store *s, const char *owner_id, struct store_workspace **out, size_t *n)
+{
+    return list_by(s, owner_id ? STMT_WORKSPACE_LIST_OWNER : STMT_WORKSPACE_LIST, owner_id,
+                   workspace_list_row, workspaces_free_any, (void **)out, n);
+}
+
+int
+store_workspace_delete(struct store *s, const char *id, int64_t updated_at)
+{
+    struct store_arg args[] = {ARG_TEXT(id), ARG_INT(updated_at)};
+    return run_one(s, STMT_WORKSPACE_DELETE, args, ARRAY_LEN(args));
+}
+
+int
+store_workspace_touch(struct store *s, const char *id, int64_t last_used_at)
+{
+    struct store_arg args[] = {ARG_TEXT(id), ARG_INT(last_used_at)};
+    return run(s, STMT_WORKSPACE_TOUCH, args, ARRAY_LEN(args), NULL, NULL, NULL);
+}
+
+int
+store_agent_by_id(struct store *s, const char *id, struct store_agent *out)
+{
+    struct store_arg args[] = {ARG_TEXT(id)};
+    struct store_agent tmp = {0};
+    return get_one(s, STMT_AGENT_BY_ID, args, ARRAY_LEN(args), agent_row, &tmp, out, sizeof(*out),
+                   agent_fini_any);
+}
+
+int
+store_agent_by_token_hash(struct store *s, const uint8_t hash[32], struct store_agent *out)
+{
+    char hex[65];
+    hex_encode(hash, 32, hex);
+    struct store_arg args[] = {ARG_TEXT(hex)};
+    struct store_agent tmp = {0};
+    int rc = get_one(s, STMT_AGENT_BY_TOKEN, args, ARRAY_LEN(args), agent_row, &tmp, out,
+                     sizeof(*out), agent_fini_any);
+    /* The index found it; compare again in constant time all the same. */
+    if (rc == 0 && !ct_equal(out->token_hash, hash, 32)) {
+        store_agent_fini(out);
+        rc = STORE_ENOTFOUND;
+    }
+    return rc;
+}
+
+int
+store_agent_list(struct store *s, const char *workspace_id, struct store_agent **out, size_t *n)
+{
+    return list_by(s, STMT_AGENT_LIST, workspace_id, agent_list_row, agents_free_any, (void **)out,
+                   n);
+}
+
+int
+store_agent_set_connection(struct store *s, const char *id, int64_t connected_at,
+                           int64_t disconnected_at, int64_t updated_at)
+{
+    struct store_arg args[] = {ARG_TEXT(id), ARG_INT(connected_at), ARG_INT(disconnected_at),
+                               ARG_INT(updated_at)};
+    return run_one(s, STMT_AGENT_CONNECTION, args, ARRAY_LEN(args));
+}
+
+int
+store_app_list(struct store *s, const char *agent_id, struct store_app **out, size_t *n)
+{
+    return list_by(s, STMT_APP_LIST, agent_id, app_list_row, apps_free_any, (void **)out, n);
 }

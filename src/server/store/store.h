@@ -79,6 +79,41 @@ struct store_replica {
     int64_t stopped_at; /* 0 while running */
 };
 
+struct store_workspace {
+    char id[37];
+    char owner_id[37];
+    char *name;
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t last_used_at;
+    bool deleted;
+};
+
+struct store_agent {
+    char id[37];
+    char workspace_id[37];
+    char *name;
+    uint8_t token_hash[32]; /* sha256 of the agent token */
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t first_connected_at; /* 0 = never */
+    int64_t last_connected_at;
+    int64_t disconnected_at;
+    char *version;
+    char *lifecycle_state;
+};
+
+struct store_app {
+    char id[37];
+    char agent_id[37];
+    char *slug;
+    char *display_name;
+    char *url;
+    bool subdomain;
+    char *sharing_level; /* "owner" | "authenticated" | "public" */
+    int64_t created_at;
+};
+
 void store_user_fini(struct store_user *u);
 void store_apikey_fini(struct store_apikey *k);
 void store_proxy_fini(struct store_proxy *p);
@@ -146,5 +181,40 @@ int store_replica_by_id(struct store *s, const char *id, struct store_replica *o
 int store_replica_list(struct store *s, const char *proxy_id, struct store_replica **out,
                        size_t *n);
 int store_replica_stop(struct store *s, const char *id, int64_t stopped_at);
+
+/* Workspaces with their agent and apps. create inserts all of them atomically (ECONFLICT for
+ * a name the owner already uses among live workspaces, a duplicate slug, or a token hash
+ * collision); inside a caller's transaction it joins it. */
+void store_workspace_fini(struct store_workspace *w);
+void store_agent_fini(struct store_agent *a);
+void store_app_fini(struct store_app *a);
+void store_workspaces_free(struct store_workspace *v, size_t n);
+void store_agents_free(struct store_agent *v, size_t n);
+void store_apps_free(struct store_app *v, size_t n);
+int store_workspace_create(struct store *s, const struct store_workspace *w,
+                           const struct store_agent *agent, const struct store_app *apps,
+                           size_t napps);
+/* By id, deleted ones too (check ->deleted). */
+int store_workspace_by_id(struct store *s, const char *id, struct store_workspace *out);
+/* A live workspace of owner_id by name, case-insensitively. */
+int store_workspace_by_owner_name(struct store *s, const char *owner_id, const char *name,
+                                  struct store_workspace *out);
+/* Live workspaces of owner_id (everyone's when NULL), oldest first. */
+int store_workspace_list(struct store *s, const char *owner_id, struct store_workspace **out,
+                         size_t *n);
+/* Soft delete: ENOTFOUND when already deleted or unknown. */
+int store_workspace_delete(struct store *s, const char *id, int64_t updated_at);
+/* Moves last_used_at forward (never back). */
+int store_workspace_touch(struct store *s, const char *id, int64_t last_used_at);
+int store_agent_by_id(struct store *s, const char *id, struct store_agent *out);
+/* The agent whose token hashes to hash, if its workspace is live. */
+int store_agent_by_token_hash(struct store *s, const uint8_t hash[32], struct store_agent *out);
+int store_agent_list(struct store *s, const char *workspace_id, struct store_agent **out,
+                     size_t *n);
+/* Records a tunnel coming up (connected_at = now, disconnected_at = 0) or going down
+ * (connected_at = 0, disconnected_at = now). first_connected_at is set once. */
+int store_agent_set_connection(struct store *s, const char *id, int64_t connected_at,
+                               int64_t disconnected_at, int64_t updated_at);
+int store_app_list(struct store *s, const char *agent_id, struct store_app **out, size_t *n);
 
 #endif
