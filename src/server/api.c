@@ -8,6 +8,7 @@
 #include "proxyhealth.h"
 #include "worker.h"
 
+#include <ctype.h>
 #include <string.h>
 
 struct api_route {
@@ -60,6 +61,15 @@ static const struct api_route api_routes[] = {
     {{"POST", "/api/v2/workspaceproxies/me/deregister", NULL},
      api_proxies_deregister,
      API_AUTH_PROXY},
+    {{"POST", "/api/v2/users/{user}/workspaces", NULL}, api_workspaces_create, API_AUTH_USER},
+    {{"GET", "/api/v2/users/{user}/workspace/{workspacename}", NULL},
+     api_workspaces_by_name,
+     API_AUTH_USER},
+    {{"GET", "/api/v2/workspaces", NULL}, api_workspaces_list, API_AUTH_USER},
+    {{"GET", "/api/v2/workspaces/{workspace}", NULL}, api_workspaces_get, API_AUTH_USER},
+    {{"POST", "/api/v2/workspaces/{workspace}/builds", NULL}, api_workspaces_build, API_AUTH_USER},
+    {{"GET", "/api/v2/workspaceagents/me/manifest", NULL}, api_agents_manifest, API_AUTH_AGENT},
+    {{"GET", "/api/v2/workspaceagents/{workspaceagent}", NULL}, api_agents_get, API_AUTH_USER},
     {{"POST", "/api/v2/workspaceproxies", NULL}, api_proxies_create, API_AUTH_OWNER},
     {{"GET", "/api/v2/workspaceproxies", NULL}, api_proxies_list, API_AUTH_USER},
     {{"GET", "/api/v2/workspaceproxies/{workspaceproxy}", NULL}, api_proxies_get, API_AUTH_USER},
@@ -119,6 +129,32 @@ api_read_json(struct api_ctx *c)
     return j;
 }
 
+const char *
+api_str_field(json_t *j, const char *key, bool *bad)
+{
+    json_t *v = json_object_get(j, key);
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+bool
+api_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 32 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if ((s[i] == '-' && s[i + 1] == '-') || (!isalnum((unsigned char)s[i]) && s[i] != '-'))
+            return false;
+    }
+    return true;
+}
+
 bool
 api_user_is_owner(const struct store_user *u)
 {
@@ -162,6 +198,10 @@ api_job_run(struct store *st, void *arg)
         if (api_auth_proxy(c) < 0)
             return;
         break;
+    case API_AUTH_AGENT:
+        if (api_auth_agent(c) < 0)
+            return;
+        break;
     }
     j->route->fn(c);
     if (c->ex->status == 0)
@@ -184,6 +224,7 @@ api_job_done(void *arg)
     store_user_fini(&c->user);
     store_apikey_fini(&c->key);
     store_proxy_fini(&c->proxy);
+    store_agent_fini(&c->agent);
     free(j);
 }
 

@@ -16,7 +16,6 @@
 
 #define NOT_FOUND "Resource not found or you do not have access to this resource"
 #define DEFAULT_PRIMARY_ICON "/emojis/1f3e1.png"
-#define MAX_NAME 32
 #define MAX_DISPLAY 64
 #define MAX_ICON 256
 
@@ -105,19 +104,6 @@ proxy_json(struct api_ctx *c, const struct store_proxy *px, bool full)
 }
 
 static bool
-name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > MAX_NAME || s[0] == '-' || s[n - 1] == '-')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if ((s[i] == '-' && s[i + 1] == '-') || (!isalnum((unsigned char)s[i]) && s[i] != '-'))
-            return false;
-    }
-    return true;
-}
-
-static bool
 icon_valid(const char *s)
 {
     return *s == '\0' || (strlen(s) <= MAX_ICON && (s[0] == '/' || str_has_prefix(s, "http")));
@@ -131,7 +117,7 @@ validate_fields(struct api_ctx *c, const char *name, const char *display, const 
         api_reply_error(c, 400, "The name \"primary\" is reserved for the primary region.", NULL);
         return -1;
     }
-    if (name && !name_valid(name)) {
+    if (name && !api_name_valid(name)) {
         json_t *j = json_pack("{s:s, s:[{s:s, s:s}]}", "message", "Validation failed.",
                               "validations", "field", "name", "detail",
                               "name must be 1-32 letters, digits and single dashes");
@@ -151,19 +137,6 @@ validate_fields(struct api_ctx *c, const char *name, const char *display, const 
     return 0;
 }
 
-static const char *
-json_str_field(json_t *j, const char *key, bool *bad)
-{
-    json_t *v = json_object_get(j, key);
-    if (v == NULL || json_is_null(v))
-        return NULL;
-    if (!json_is_string(v)) {
-        *bad = true;
-        return NULL;
-    }
-    return json_string_value(v);
-}
-
 void
 api_proxies_create(struct api_ctx *c)
 {
@@ -171,9 +144,9 @@ api_proxies_create(struct api_ctx *c)
     if (j == NULL)
         return;
     bool bad = false;
-    const char *name = json_str_field(j, "name", &bad);
-    const char *display = json_str_field(j, "display_name", &bad);
-    const char *icon = json_str_field(j, "icon", &bad);
+    const char *name = api_str_field(j, "name", &bad);
+    const char *display = api_str_field(j, "display_name", &bad);
+    const char *icon = api_str_field(j, "icon", &bad);
     struct store_proxy px = {0};
     char *token = NULL;
     if (bad) {
@@ -318,9 +291,9 @@ api_proxies_patch(struct api_ctx *c)
     struct store_proxy px = {0};
     char *token = NULL;
     bool bad = false;
-    const char *name = json_str_field(j, "name", &bad);
-    const char *display = json_str_field(j, "display_name", &bad);
-    const char *icon = json_str_field(j, "icon", &bad);
+    const char *name = api_str_field(j, "name", &bad);
+    const char *display = api_str_field(j, "display_name", &bad);
+    const char *icon = api_str_field(j, "icon", &bad);
     json_t *regen = json_object_get(j, "regenerate_token");
     if (bad || (regen && !json_is_boolean(regen))) {
         api_reply_error(c, 400, "Request body has fields of the wrong type.", NULL);
@@ -444,13 +417,13 @@ api_proxies_register(struct api_ctx *c)
     if (j == NULL)
         return;
     bool bad = false;
-    const char *access_url = json_str_field(j, "access_url", &bad);
-    const char *wildcard = json_str_field(j, "wildcard_hostname", &bad);
-    const char *replica_id = json_str_field(j, "replica_id", &bad);
-    const char *hostname = json_str_field(j, "hostname", &bad);
-    const char *replica_error = json_str_field(j, "replica_error", &bad);
-    const char *relay = json_str_field(j, "replica_relay_address", &bad);
-    const char *version = json_str_field(j, "version", &bad);
+    const char *access_url = api_str_field(j, "access_url", &bad);
+    const char *wildcard = api_str_field(j, "wildcard_hostname", &bad);
+    const char *replica_id = api_str_field(j, "replica_id", &bad);
+    const char *hostname = api_str_field(j, "hostname", &bad);
+    const char *replica_error = api_str_field(j, "replica_error", &bad);
+    const char *relay = api_str_field(j, "replica_relay_address", &bad);
+    const char *version = api_str_field(j, "version", &bad);
     bool derp_enabled = json_is_true(json_object_get(j, "derp_enabled"));
     bool derp_only = json_is_true(json_object_get(j, "derp_only"));
     struct store_replica *sibs = NULL, rep = {0}, old = {0};
@@ -538,7 +511,7 @@ api_proxies_deregister(struct api_ctx *c)
     if (j == NULL)
         return;
     bool bad = false;
-    const char *replica_id = json_str_field(j, "replica_id", &bad);
+    const char *replica_id = api_str_field(j, "replica_id", &bad);
     struct store_replica rep = {0};
     char id[37] = "";
     if (replica_id && uuid_valid(replica_id)) {

@@ -272,9 +272,8 @@ api_users_logout(struct api_ctx *c)
     api_reply_json(c, 200, json_pack("{s:s}", "message", "Logged out!"));
 }
 
-/* Resolves the {user} route parameter: "me", a username, or a UUID. */
-static int
-resolve_user_param(struct api_ctx *c, struct store_user *out)
+int
+api_resolve_user(struct api_ctx *c, struct store_user *out)
 {
     const char *param = http_exchange_param(c->ex, "user");
     int rc;
@@ -311,7 +310,7 @@ void
 api_users_get(struct api_ctx *c)
 {
     struct store_user u = {0};
-    if (resolve_user_param(c, &u) < 0)
+    if (api_resolve_user(c, &u) < 0)
         return;
     api_reply_json(c, 200, user_json(&u));
     store_user_fini(&u);
@@ -321,7 +320,7 @@ void
 api_users_keys_create(struct api_ctx *c)
 {
     struct store_user u = {0};
-    if (resolve_user_param(c, &u) < 0)
+    if (api_resolve_user(c, &u) < 0)
         return;
     char *token = apikey_mint(c, u.id, "token", TOKEN_LIFETIME_MS, "");
     if (token) {

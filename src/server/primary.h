@@ -48,6 +48,7 @@ enum api_auth {
     API_AUTH_USER,  /* any signed-in user (session token) */
     API_AUTH_OWNER, /* signed-in user with the owner role */
     API_AUTH_PROXY, /* a workspace proxy (Coder-External-Proxy-Token) */
+    API_AUTH_AGENT, /* a workspace agent (its token in Coder-Session-Token) */
 };
 
 /* One API request being served on the store thread. */
@@ -58,6 +59,7 @@ struct api_ctx {
     struct store_user user; /* API_AUTH_USER / OWNER */
     struct store_apikey key;
     struct store_proxy proxy; /* API_AUTH_PROXY */
+    struct store_agent agent; /* API_AUTH_AGENT */
     /* Loop-side effects to run after the response (set by handlers). */
     bool health_check;     /* run the proxy health checks now */
     char registered[37];   /* a proxy replica registered: proxy id */
@@ -74,6 +76,11 @@ void api_reply_error(struct api_ctx *c, int status, const char *msg, const char 
 /* Parses the body as a JSON object; on failure replies 400 and returns NULL. */
 json_t *api_read_json(struct api_ctx *c);
 bool api_user_is_owner(const struct store_user *u);
+/* Coder's names (proxies, workspaces, agents): letters and digits in groups joined by single
+ * hyphens, 1-32 characters. */
+bool api_name_valid(const char *s);
+/* A string field of j: NULL when absent or null; sets *bad when present but not a string. */
+const char *api_str_field(json_t *j, const char *key, bool *bad);
 
 /* api_users.c */
 void api_users_first_get(struct api_ctx *c);
@@ -86,6 +93,9 @@ void api_users_keys_create(struct api_ctx *c);
 void api_users_authmethods(struct api_ctx *c);
 /* Looks up a session token: 0 with user/key filled, or replies 401 and returns -1. */
 int api_auth_user(struct api_ctx *c);
+/* Resolves the {user} route parameter ("me", a username or a UUID); members may name only
+ * themselves. 0 with out filled, or replies (404) and returns -1. */
+int api_resolve_user(struct api_ctx *c, struct store_user *out);
 
 /* api_proxies.c */
 void api_proxies_create(struct api_ctx *c);
@@ -97,5 +107,16 @@ void api_regions(struct api_ctx *c);
 void api_proxies_register(struct api_ctx *c);
 void api_proxies_deregister(struct api_ctx *c);
 int api_auth_proxy(struct api_ctx *c);
+
+/* api_workspaces.c */
+void api_workspaces_create(struct api_ctx *c);
+void api_workspaces_list(struct api_ctx *c);
+void api_workspaces_get(struct api_ctx *c);
+void api_workspaces_by_name(struct api_ctx *c);
+void api_workspaces_build(struct api_ctx *c);
+void api_agents_get(struct api_ctx *c);
+void api_agents_manifest(struct api_ctx *c);
+/* Looks up the agent token: 0 with c->agent filled, or replies 401 and returns -1. */
+int api_auth_agent(struct api_ctx *c);
 
 #endif

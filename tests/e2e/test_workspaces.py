@@ -1,0 +1,175 @@
+"""Workspaces registered on the primary (issue 3, part 1): the API a user, a script and the
+agent see. The agent token is shown once, authenticates the agent, and stops working when the
+workspace is deleted; bad input changes nothing."""
+
+import pytest
+
+from harness import OWNER_USERNAME, Api
+
+APP_CODE = {"slug": "code", "url": "http://127.0.0.1:8080", "subdomain": False,
+            "sharing_level": "owner", "display_name": "VS Code"}
+APP_WEB = {"slug": "web", "url": "https://127.0.0.1:8443", "subdomain": True,
+           "sharing_level": "public"}
+
+
+@pytest.fixture(scope="module")
+def stack(mctx):
+    return mctx.stack()
+
+
+def _create(api, name, apps=(), agent="main", user="me"):
+    return api.post(f"/api/v2/users/{user}/workspaces",
+                    json={"name": name, "agents": [{"name": agent, "apps": list(apps)}]})
+
+
+def _names(api, q="owner:me"):
+    r = api.get("/api/v2/workspaces", params={"q": q})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(body["workspaces"])
+    return sorted(w["name"] for w in body["workspaces"])
+
+
+def test_create_get_list_and_manifest(stack):
+    api = stack.api
+    r = _create(api, "dev", [APP_CODE, APP_WEB])
+    assert r.status_code == 201, r.text
+    ws = r.json()
+    token = ws.pop("agent_token")
+    assert len(token) == 36
+    assert ws["name"] == "dev" and ws["owner_name"] == OWNER_USERNAME
+    build = ws["latest_build"]
+    assert build["status"] == "running" and build["transition"] == "start"
+    agent = build["resources"][0]["agents"][0]
+    assert agent["name"] == "main" and agent["status"] == "connecting"
+    apps = {a["slug"]: a for a in agent["apps"]}
+    assert apps["code"]["display_name"] == "VS Code" and apps["code"]["subdomain"] is False
+    assert apps["web"]["subdomain_name"] == f"web--main--dev--{OWNER_USERNAME}"
+    assert apps["web"]["sharing_level"] == "public"
+
+    # The token is never shown again.
+    for path in (f"/api/v2/workspaces/{ws['id']}", "/api/v2/users/me/workspace/dev",
+                 f"/api/v2/users/{OWNER_USERNAME}/workspace/DEV", "/api/v2/workspaces"):
+        r = api.get(path)
+        assert r.status_code == 200, (path, r.text)
+        assert token not in r.text
+    assert "dev" in _names(api)
+
+    # The agent reads its manifest with its token.
+    agent_api = Api(stack.primary.url, token)
+    r = agent_api.get("/api/v2/workspaceagents/me/manifest")
+    assert r.status_code == 200, r.text
+    m = r.json()
+    assert m["workspace_name"] == "dev" and m["agent_name"] == "main"
+    assert sorted(a["slug"] for a in m["apps"]) == ["code", "web"]
+    r = api.get(f"/api/v2/workspaceagents/{agent['id']}")
+    assert r.status_code == 200 and r.json()["name"] == "main"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": "bad name"}, "name"),
+    ({"name": "-dev"}, "name"),
+    ({"name": "x" * 33}, "name"),
+    ({"name": 5}, "name"),
+    ({"name": "ok", "agents": [{"name": "no way"}]}, "agents[0].name"),
+    ({"name": "ok", "agents": [{}, {}]}, "agents"),
+    ({"name": "ok", "agents": [{"apps": [{"slug": "Bad", "url": "http://a"}]}]},
+     "agents[0].apps[0]"),
+    ({"name": "ok", "agents": [{"apps": [{"slug": "a", "url": "ftp://a"}]}]},
+     "agents[0].apps[0]"),
+    ({"name": "ok", "agents": [{"apps": [{"slug": "a", "url": "http://a",
+                                          "sharing_level": "everyone"}]}]},
+     "agents[0].apps[0]"),
+    ({"name": "ok", "agents": [{"apps": [{"slug": "a", "url": "http://a"},
+                                         {"slug": "a", "url": "http://b"}]}]},
+     "agents[0].apps"),
+    ({"name": "ok", "agents": [{"apps": [{"slug": f"a{i}", "url": "http://a"}
+                                         for i in range(65)]}]},
+     "agents[0].apps"),
+])
+def test_bad_input_changes_nothing(stack, body, field):
+    before = _names(stack.api)
+    r = stack.api.post("/api/v2/users/me/workspaces", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["message"] == "Validation failed."
+    assert err["validations"][0]["field"] == field
+    assert _names(stack.api) == before
+
+
+def test_malformed_json(stack):
+    before = _names(stack.api)
+    for raw in (b"", b"[]", b"{", b'{"name": "a"} x'):
+        r = stack.api.post("/api/v2/users/me/workspaces", data=raw)
+        assert r.status_code == 400, r.text
+        assert "message" in r.json()
+    assert _names(stack.api) == before
+
+
+def test_duplicate_name_conflicts(stack):
+    assert _create(stack.api, "twin").status_code == 201
+    r = _create(stack.api, "TWIN")
+    assert r.status_code == 409
+    assert r.json()["message"] == 'Workspace "TWIN" already exists.'
+
+
+def test_delete_revokes_agent_and_frees_name(stack):
+    api = stack.api
+    ws = _create(api, "gone").json()
+    token = ws["agent_token"]
+    r = api.post(f"/api/v2/workspaces/{ws['id']}/builds", json={"transition": "stop"})
+    assert r.status_code == 400 and "only the \"delete\" transition" in r.json()["message"]
+    r = api.post(f"/api/v2/workspaces/{ws['id']}/builds", json={"transition": "delete"})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "deleted"
+    assert api.get(f"/api/v2/workspaces/{ws['id']}").status_code == 404
+    assert "gone" not in _names(api)
+    agent_api = Api(stack.primary.url, token)
+    r = agent_api.get("/api/v2/workspaceagents/me/manifest")
+    assert r.status_code == 401
+    assert r.json()["message"] == "Workspace agent not authorized."
+    # Deleting again: not found. The name is free again.
+    r = api.post(f"/api/v2/workspaces/{ws['id']}/builds", json={"transition": "delete"})
+    assert r.status_code == 404
+    assert _create(api, "gone").status_code == 201
+
+
+def test_agent_token_required(stack):
+    anon = Api(stack.primary.url, None)
+    assert anon.get("/api/v2/workspaceagents/me/manifest").status_code == 401
+    wrong = Api(stack.primary.url, "00000000-0000-4000-8000-000000000000")
+    assert wrong.get("/api/v2/workspaceagents/me/manifest").status_code == 401
+    # A user's session token is not an agent token.
+    r = stack.api.get("/api/v2/workspaceagents/me/manifest")
+    assert r.status_code == 401
+
+
+def test_members_see_only_their_own(stack):
+    api = stack.api
+    r = api.post("/api/v2/users", json={"email": "m@example.com", "username": "member",
+                                        "password": "SomeSecure-Pass1!", "login_type":
+                                        "password"})
+    assert r.status_code == 201, r.text
+    login = Api(stack.primary.url, None).post(
+        "/api/v2/users/login", json={"email": "m@example.com", "password": "SomeSecure-Pass1!"})
+    assert login.status_code == 201, login.text
+    member = Api(stack.primary.url, login.json()["session_token"])
+    ws = _create(api, "owners-own").json()
+    assert _create(member, "mine").status_code == 201
+    assert _create(member, "theirs", user=OWNER_USERNAME).status_code == 404
+    assert _names(member) == ["mine"]
+    assert _names(member, f"owner:{OWNER_USERNAME}") == []
+    assert member.get(f"/api/v2/workspaces/{ws['id']}").status_code == 404
+    assert member.get(f"/api/v2/users/{OWNER_USERNAME}/workspace/owners-own").status_code == 404
+    r = member.post(f"/api/v2/workspaces/{ws['id']}/builds", json={"transition": "delete"})
+    assert r.status_code == 404
+    assert "owners-own" in _names(api)
+    # The owner sees everyone's.
+    assert "mine" in _names(api, "")
+
+
+def test_restart_keeps_workspaces(stack):
+    before = _names(stack.api)
+    assert stack.primary.stop() == 0
+    stack.primary.start()
+    assert _names(stack.api) == before
