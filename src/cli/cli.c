@@ -330,3 +330,65 @@ cli_print_json(json_t *j)
     printf("%s\n", s ? s : "null");
     free(s);
 }
+
+int
+cli_parse_columns(const struct conf_strv *cols, const char *def, const char *const *known_cols,
+                  char ***out)
+{
+    char *joined = NULL;
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < cols->n; i++) {
+        if (b.len)
+            buf_putc(&b, ',');
+        buf_puts(&b, cols->v[i]);
+    }
+    joined = b.len ? buf_steal(&b) : xstrdup(def);
+    buf_fini(&b);
+    char **v = NULL;
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(joined, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *col = str_lower(str_trim_dup(t));
+        bool known = false;
+        for (size_t i = 0; known_cols[i]; i++)
+            known |= strcmp(known_cols[i], col) == 0;
+        if (!known) {
+            cli_fail("unknown column \"%s\"", col);
+            free(col);
+            for (int i = 0; i < n; i++)
+                free(v[i]);
+            free(v);
+            free(joined);
+            return -1;
+        }
+        v = xrealloc(v, (size_t)(n + 1) * sizeof(char *));
+        v[n++] = col;
+    }
+    free(joined);
+    *out = v;
+    return n;
+}
+
+void
+cli_columns_free(char **v, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int
+cli_confirm(bool yes, const char *question, const char *def)
+{
+    if (yes)
+        return 0;
+    if (!cli_stdin_is_tty())
+        return cli_fail("refusing to go on without confirmation: pass --yes");
+    char *q = xasprintf("%s (yes/no)", question);
+    char *a = cli_prompt(q, def, false);
+    bool ok = a && (str_eq_ci(a, "yes") || str_eq_ci(a, "y"));
+    free(q);
+    free(a);
+    return ok ? 0 : cli_fail("canceled");
+}

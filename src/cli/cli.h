@@ -51,6 +51,15 @@ void cli_config_remove(struct cli *c, const char *name);
  * NULL at end of input. secret hides the echo. */
 char *cli_prompt(const char *question, const char *def, bool secret);
 bool cli_stdin_is_tty(void);
+/* The --yes/-y option every confirming command has. */
+#define CLI_OPT_YES(ptr)                                                                           \
+    {                                                                                              \
+        .flag = "yes", .shorthand = 'y', .type = CONF_BOOL, .dest = (ptr),                         \
+        .help = "Bypass prompts."                                                                  \
+    }
+/* Asks question (yes/no, default def) unless yes. Returns 0 to go on; otherwise prints why
+ * ("canceled", or that --yes is needed without a terminal) and returns 1. */
+int cli_confirm(bool yes, const char *question, const char *def);
 
 /* A table: header names, then rows of cells; columns padded, separated by two spaces. */
 struct cli_table {
@@ -64,6 +73,13 @@ void cli_table_init(struct cli_table *t, const char *const *head, size_t ncols);
 void cli_table_add(struct cli_table *t, const char *const *cells);
 void cli_table_print(const struct cli_table *t);
 void cli_table_fini(struct cli_table *t);
+
+/* Splits "-c" columns (comma-separated, repeatable; def when none), lower-cases them and checks
+ * each against known_cols (NULL-terminated). Returns the count, or -1 after printing an error
+ * ("unknown column"). Free with cli_columns_free. */
+int cli_parse_columns(const struct conf_strv *cols, const char *def, const char *const *known_cols,
+                      char ***out);
+void cli_columns_free(char **v, int n);
 
 /* Prints a JSON value indented as Go's json.MarshalIndent with two spaces. */
 void cli_print_json(json_t *j);

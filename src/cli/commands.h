@@ -11,5 +11,8 @@ int cmd_wsproxy_ls(int argc, char **argv);
 int cmd_wsproxy_edit(int argc, char **argv);
 int cmd_wsproxy_delete(int argc, char **argv);
 int cmd_wsproxy_regenerate_token(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
 
 #endif

@@ -243,13 +243,7 @@ int
 cmd_logout(int argc, char **argv)
 {
     bool yes = false;
-    const struct conf_opt opts[] = {
-        {.flag = "yes",
-         .shorthand = 'y',
-         .type = CONF_BOOL,
-         .dest = &yes,
-         .help = "Bypass prompts."},
-    };
+    const struct conf_opt opts[] = {CLI_OPT_YES(&yes)};
     struct cli c = {0};
     int r = cli_parse(&c, "coder logout [flags]", "Unauthenticate your local session", opts,
                       ARRAY_LEN(opts), argc, argv);

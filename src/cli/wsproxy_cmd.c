@@ -72,38 +72,14 @@ proxy_cell(json_t *px, const char *token, const char *col)
 static int
 parse_columns(const struct conf_strv *cols, const char *def, bool allow_token, char ***out)
 {
-    char *joined = NULL;
-    struct buf b;
-    buf_init(&b);
-    for (size_t i = 0; i < cols->n; i++) {
-        if (b.len)
-            buf_putc(&b, ',');
-        buf_puts(&b, cols->v[i]);
-    }
-    joined = b.len ? buf_steal(&b) : xstrdup(def);
-    buf_fini(&b);
-    char **v = NULL;
-    int n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(joined, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        char *col = str_lower(str_trim_dup(t));
-        bool known = false;
-        for (size_t i = 0; all_columns[i]; i++)
-            known |= strcmp(all_columns[i], col) == 0;
-        if (!known || (!allow_token && strcmp(col, "proxy token") == 0)) {
-            cli_fail("unknown column \"%s\"", col);
-            free(col);
-            for (int i = 0; i < n; i++)
-                free(v[i]);
-            free(v);
-            free(joined);
+    int n = cli_parse_columns(cols, def, all_columns, out);
+    for (int i = 0; i < n && !allow_token; i++) {
+        if (strcmp((*out)[i], "proxy token") == 0) {
+            cli_fail("unknown column \"%s\"", (*out)[i]);
+            cli_columns_free(*out, n);
             return -1;
         }
-        v = xrealloc(v, (size_t)(n + 1) * sizeof(char *));
-        v[n++] = col;
     }
-    free(joined);
-    *out = v;
     return n;
 }
 
@@ -463,11 +439,7 @@ cmd_wsproxy_delete(int argc, char **argv)
 {
     struct update_opts o = {0};
     const struct conf_opt opts[] = {
-        {.flag = "yes",
-         .shorthand = 'y',
-         .type = CONF_BOOL,
-         .dest = &o.yes,
-         .help = "Bypass prompts."},
+        CLI_OPT_YES(&o.yes),
     };
     struct cli c = {0};
     int r = cli_parse(&c, "coder wsproxy delete [flags] <name|id>", "Delete a workspace proxy",
@@ -482,22 +454,12 @@ cmd_wsproxy_delete(int argc, char **argv)
         goto out;
     if ((px = fetch_proxy(&c, c.res.args[0])) == NULL)
         goto out;
-    if (!o.yes) {
-        if (!cli_stdin_is_tty()) {
-            rc = cli_fail("refusing to delete without confirmation: pass --yes");
-            goto out;
-        }
-        char *q = xasprintf("Delete this workspace proxy: %s? (yes/no)",
-                            json_string_value(json_object_get(px, "display_name")));
-        char *a = cli_prompt(q, "no", false);
-        bool ok = a && (str_eq_ci(a, "yes") || str_eq_ci(a, "y"));
-        free(q);
-        free(a);
-        if (!ok) {
-            rc = cli_fail("canceled");
-            goto out;
-        }
-    }
+    char *q = xasprintf("Delete this workspace proxy: %s?",
+                        json_string_value(json_object_get(px, "display_name")));
+    int confirmed = cli_confirm(o.yes, q, "no");
+    free(q);
+    if (confirmed != 0)
+        goto out;
     char *path =
         xasprintf("/api/v2/workspaceproxies/%s", json_string_value(json_object_get(px, "id")));
     int api = cli_api(&c, "DELETE", path, NULL, &resp, NULL);

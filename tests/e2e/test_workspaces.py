@@ -4,7 +4,9 @@ workspace is deleted; bad input changes nothing."""
 
 import pytest
 
-from harness import OWNER_USERNAME, Api
+import json
+
+from harness import OWNER_USERNAME, Api, parse_table as harness_parse_table
 
 APP_CODE = {"slug": "code", "url": "http://127.0.0.1:8080", "subdomain": False,
             "sharing_level": "owner", "display_name": "VS Code"}
@@ -173,3 +175,72 @@ def test_restart_keeps_workspaces(stack):
     assert stack.primary.stop() == 0
     stack.primary.start()
     assert _names(stack.api) == before
+
+
+# ---- the CLI ------------------------------------------------------------------------------
+
+
+def test_cli_create_list_delete(stack):
+    cli = stack.client
+    r = cli.run("create", "cli-ws", "--agent", "dev",
+                "--app", "code=http://127.0.0.1:8080,name=VS Code, Insiders",
+                "--app", "web=http://127.0.0.1:3000,subdomain,share=authenticated")
+    assert r.rc == 0, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == ('Workspace "cli-ws" created. Save the agent token, it will not be '
+                        'shown again.')
+    assert lines[1].startswith("Agent token: ")
+    token = lines[1].split(": ", 1)[1]
+    assert f"CODER_AGENT_URL={stack.primary.url} CODER_AGENT_TOKEN={token} coder agent" in r.stdout
+    ws = stack.api.get(f"/api/v2/users/me/workspace/cli-ws").json()
+    agent = ws["latest_build"]["resources"][0]["agents"][0]
+    assert agent["name"] == "dev"
+    apps = {a["slug"]: a for a in agent["apps"]}
+    assert apps["code"]["display_name"] == "VS Code, Insiders"  # a comma inside a spec stays
+    assert apps["web"]["subdomain"] is True
+    assert apps["web"]["sharing_level"] == "authenticated"
+
+    r = cli.run("list")
+    assert r.rc == 0, r
+    rows = {row["workspace"]: row for row in harness_parse_table(r.stdout)}
+    assert rows[f"{OWNER_USERNAME}/cli-ws"]["status"] == "Started"
+    r = cli.run("list", "-o", "json")
+    assert r.rc == 0 and "cli-ws" in [w["name"] for w in json.loads(r.stdout)]
+    assert token not in r.stdout
+    r = cli.run("list", "-c", "name,healthy")
+    assert r.rc == 0 and r.stdout.split()[0:2] == ["NAME", "HEALTHY"], r
+
+    r = cli.run("delete", "cli-ws", "-y")
+    assert r.rc == 0, r
+    assert f"{OWNER_USERNAME}/cli-ws has been deleted at " in r.stdout
+    assert "cli-ws" not in _names(stack.api)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("create",), "wanted 1 argument"),
+    (("create", "x", "--app", "nourl"), 'invalid --app "nourl"'),
+    (("create", "x", "--app", "a=http://h,bogus"), 'unknown option "bogus"'),
+    (("create", "x", "--app", "a="), 'missing URL'),
+    (("create", "bad name"), "Validation failed."),
+    (("create", "x", "--app", "a=ftp://h"), "url must be an http or https URL"),
+    (("list", "-c", "nope"), 'unknown column "nope"'),
+    (("list", "-o", "yaml"), 'invalid value "yaml"'),
+    (("delete",), "wanted 1 argument"),
+    (("delete", "no-such-workspace", "-y"), "Resource not found"),
+])
+def test_cli_errors(stack, args, needle):
+    before = _names(stack.api)
+    r = stack.client.run(*args)
+    assert r.rc != 0, r
+    assert r.stdout.strip() == "", r
+    assert len(r.err_lines) == 1, r
+    assert needle in r.err_lines[0], r
+    assert _names(stack.api) == before
+
+
+def test_cli_list_empty_says_how_to_create(ctx):
+    stack = ctx.stack()
+    r = stack.client.run("list")
+    assert r.rc == 0
+    assert "No workspaces found! Create one:" in r.stderr
+    assert "coder create <name>" in r.stderr

@@ -22,6 +22,7 @@ struct vals {
     int64_t n;
     int64_t interval;
     struct conf_strv certs;
+    struct conf_strv specs;
     char *auth;
     char *config;
     char *output;
@@ -68,6 +69,11 @@ static const struct conf_opt opts[] = {
      .type = CONF_ENUM,
      .dest = &v.auth,
      .enum_values = auth_modes},
+    {.flag = "spec",
+     .env = "TCONF_SPEC",
+     .type = CONF_STRING_ARRAY,
+     .whole = true,
+     .dest = &v.specs},
     {.flag = "config",
      .shorthand = 'c',
      .env = "TCONF_CONFIG_PATH",
@@ -166,6 +172,13 @@ test_flag_grammar(void **state)
     assert_false(v.tls);
     assert_int_equal(v.certs.n, 2);
     assert_string_equal(v.certs.v[0], "x");
+    conf_free_values(&cmd, &res);
+
+    /* A "whole" array keeps commas inside each value. */
+    assert_int_equal(parse(&res, &err, 3, "--spec", "a=b,c", "--spec=d,e"), 0);
+    assert_int_equal(v.specs.n, 2);
+    assert_string_equal(v.specs.v[0], "a=b,c");
+    assert_string_equal(v.specs.v[1], "d,e");
     conf_free_values(&cmd, &res);
 
     assert_int_equal(parse(&res, &err, 1, "-ojson"), 0);

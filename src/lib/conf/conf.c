@@ -229,7 +229,7 @@ set_value(const struct conf_opt *o, const char *text, const struct origin *from,
         struct conf_strv *v = o->dest;
         if (!append)
             strv_clear(v);
-        return strv_add(o, v, text, true, from, err);
+        return strv_add(o, v, text, !o->whole, from, err);
     }
     }
     char *where = origin_name(o, from);

@@ -36,6 +36,7 @@ struct conf_opt {
     const char *const *enum_values; /* NULL-terminated, for CONF_ENUM (and CONF_STRING_ARRAY
                                        members when set) */
     bool hidden;                    /* parsed, not shown in --help */
+    bool whole; /* CONF_STRING_ARRAY: each flag or variable is one value, commas included */
 };
 
 /* What a command declares about itself for parsing and --help. */
