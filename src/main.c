@@ -1,4 +1,5 @@
 /* The command table of the `coder` binary; nothing else lives here. */
+#include "agent/agent.h"
 #include "cli/commands.h"
 #include "server/server.h"
 #include "wsproxy/wsproxy.h"
@@ -29,6 +30,7 @@ static const struct command root_cmds[] = {
     {"server", NULL, server_main, NULL, "Start a Coder server"},
     {"workspace-proxy", "wsproxy", NULL, wsproxy_cmds,
      "Workspace proxies provide low-latency experiences for geo-distributed teams."},
+    {"agent", NULL, agent_main, NULL, "Starts the Coder workspace agent."},
     {"create", NULL, cmd_create, NULL, "Create a workspace"},
     {"list", "ls", cmd_list, NULL, "List workspaces"},
     {"delete", "rm", cmd_delete, NULL, "Delete a workspace"},

@@ -6,6 +6,7 @@
 #include "http/common.h"
 #include "http/router.h"
 #include "proxyhealth.h"
+#include "tunnels.h"
 #include "worker.h"
 
 #include <ctype.h>
@@ -69,6 +70,7 @@ static const struct api_route api_routes[] = {
     {{"GET", "/api/v2/workspaces/{workspace}", NULL}, api_workspaces_get, API_AUTH_USER},
     {{"POST", "/api/v2/workspaces/{workspace}/builds", NULL}, api_workspaces_build, API_AUTH_USER},
     {{"GET", "/api/v2/workspaceagents/me/manifest", NULL}, api_agents_manifest, API_AUTH_AGENT},
+    {{"GET", "/api/v2/workspaceagents/me/tunnel", NULL}, api_agents_tunnel, API_AUTH_AGENT},
     {{"GET", "/api/v2/workspaceagents/{workspaceagent}", NULL}, api_agents_get, API_AUTH_USER},
     {{"POST", "/api/v2/workspaceproxies", NULL}, api_proxies_create, API_AUTH_OWNER},
     {{"GET", "/api/v2/workspaceproxies", NULL}, api_proxies_list, API_AUTH_USER},
@@ -214,7 +216,14 @@ api_job_done(void *arg)
     struct api_job *j = arg;
     struct api_ctx *c = &j->c;
     struct primary *p = c->p;
-    http_exchange_finish(c->ex, c->ex->status);
+    if (c->tunnel_agent[0] && c->ex->status == 101) {
+        if (p->stopping)
+            http_reply_error(c->ex, 503, "The server is shutting down.", NULL);
+        else
+            agent_tunnels_accept(p->tunnels, c->ex, c->tunnel_agent);
+    } else {
+        http_exchange_finish(c->ex, c->ex->status);
+    }
     if (c->registered[0])
         proxyhealth_on_register(p->health, c->registered);
     if (c->deregistered[0])

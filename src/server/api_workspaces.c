@@ -586,3 +586,24 @@ out:
     store_user_fini(&owner);
     store_workspace_fini(&w);
 }
+
+/* GET /api/v2/workspaceagents/me/tunnel (agent token): the upgrade of docs/TUNNEL.md §2. The
+ * loop side performs it once this answers 101. */
+void
+api_agents_tunnel(struct api_ctx *c)
+{
+    const char *up = http_request_header(&c->ex->req, "Upgrade");
+    const char *version = http_request_header(&c->ex->req, "Coder-Tunnel-Version");
+    if (!c->ex->req.upgrade || !up || !str_eq_ci(up, "coder-tunnel")) {
+        api_reply_error(c, 400, "Expected an upgrade to coder-tunnel.",
+                        "Send Connection: Upgrade and Upgrade: coder-tunnel.");
+        return;
+    }
+    if (!version || strcmp(version, "1") != 0) {
+        api_reply_error(c, 400, "Unsupported tunnel version.",
+                        "This region speaks Coder-Tunnel-Version 1.");
+        return;
+    }
+    snprintf(c->tunnel_agent, sizeof(c->tunnel_agent), "%s", c->agent.id);
+    c->ex->status = 101;
+}

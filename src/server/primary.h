@@ -17,6 +17,7 @@ struct metrics_family;
 struct proxyhealth;
 struct worker;
 struct http_client;
+struct agent_tunnels;
 
 struct primary_config {
     char *access_url;          /* normalised, no trailing slash */
@@ -39,6 +40,7 @@ struct primary {
     struct metrics_registry *metrics;
     struct proxyhealth *health;
     struct http_client *client;
+    struct agent_tunnels *tunnels; /* agents' tunnels to this region */
     char deployment_id[37];
     bool stopping;
 };
@@ -64,6 +66,7 @@ struct api_ctx {
     bool health_check;     /* run the proxy health checks now */
     char registered[37];   /* a proxy replica registered: proxy id */
     char deregistered[37]; /* a proxy deregistered: proxy id */
+    char tunnel_agent[37]; /* answer with the upgrade into this agent's tunnel */
 };
 
 typedef void (*api_fn)(struct api_ctx *c);
@@ -116,6 +119,7 @@ void api_workspaces_by_name(struct api_ctx *c);
 void api_workspaces_build(struct api_ctx *c);
 void api_agents_get(struct api_ctx *c);
 void api_agents_manifest(struct api_ctx *c);
+void api_agents_tunnel(struct api_ctx *c);
 /* Looks up the agent token: 0 with c->agent filled, or replies 401 and returns -1. */
 int api_auth_agent(struct api_ctx *c);
 

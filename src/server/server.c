@@ -12,6 +12,7 @@
 #include "metrics/metrics.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "tunnels.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -102,6 +103,8 @@ on_signal(uv_signal_t *s, int signum)
     printf("\nInterrupt caught, gracefully exiting. Use ctrl+\\ to force quit\n");
     printf("Shutting down API server...\n");
     fflush(stdout);
+    agent_tunnels_close(p->tunnels); /* GOAWAY: agents go to other regions or retry */
+    p->tunnels = NULL;
     if (p->prom)
         http_server_shutdown(p->prom, 0, NULL, NULL);
     http_server_shutdown(p->http, 3000, on_http_closed, r);
@@ -138,6 +141,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     r->apim = api_metrics_new(p->metrics);
     p->client = http_client_new(p->loop);
     p->health = proxyhealth_new(p);
+    p->tunnels = agent_tunnels_new(p);
     struct http_server_opts hopts = {.handler = handle, .arg = r, .on_done = on_done};
     p->http = http_server_new(p->loop, &hopts);
     if (serveropts_listen(&o->net, p->http, err) < 0)

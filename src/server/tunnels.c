@@ -1,0 +1,173 @@
+/* The agent tunnels this primary holds as a region (docs/TUNNEL.md): accepted from the upgrade
+ * of GET /api/v2/workspaceagents/me/tunnel, one per agent (a new one replaces the old), kept in
+ * a table by agent id for the app router, and recorded in the store as the agent's connection
+ * state. Everything here runs on the loop thread. */
+#include "tunnels.h"
+#include "base/log.h"
+#include "base/timeutil.h"
+#include "base/util.h"
+#include "tunnel/conn.h"
+#include "worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct held {
+    struct agent_tunnels *at;
+    char agent_id[37];
+    struct tunnel_conn *tc;
+    bool listed; /* in the table (not yet replaced or closed) */
+    struct held *prev, *next;
+};
+
+struct agent_tunnels {
+    struct primary *p;
+    struct held *list;
+    size_t n;
+    bool closing;
+};
+
+struct agent_tunnels *
+agent_tunnels_new(struct primary *p)
+{
+    struct agent_tunnels *at = xcalloc(1, sizeof(*at));
+    at->p = p;
+    return at;
+}
+
+/* ---- the store's view ---- */
+
+struct conn_job {
+    char agent_id[37];
+    int64_t connected_at, disconnected_at;
+};
+
+static void
+conn_job_run(struct store *st, void *arg)
+{
+    struct conn_job *j = arg;
+    int64_t now = time_now_ms();
+    if (store_agent_set_connection(st, j->agent_id, j->connected_at, j->disconnected_at, now) < 0)
+        log_warn("tunnels: could not record the connection state of agent %s", j->agent_id);
+}
+
+static void
+record(struct agent_tunnels *at, const char *agent_id, bool up)
+{
+    if (at->p->stopping)
+        return; /* the worker is going away; a restart starts with no tunnels anyway */
+    struct conn_job *j = xcalloc(1, sizeof(*j));
+    snprintf(j->agent_id, sizeof(j->agent_id), "%s", agent_id);
+    int64_t now = time_now_ms();
+    j->connected_at = up ? now : 0;
+    j->disconnected_at = up ? 0 : now;
+    worker_submit(at->p->worker, conn_job_run, free, j);
+}
+
+/* ---- the table ---- */
+
+static struct held *
+find(struct agent_tunnels *at, const char *agent_id)
+{
+    for (struct held *h = at->list; h; h = h->next) {
+        if (h->listed && strcmp(h->agent_id, agent_id) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+static void
+unlink_held(struct held *h)
+{
+    struct agent_tunnels *at = h->at;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        at->list = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    at->n--;
+}
+
+static void
+on_tunnel_close(struct tunnel_conn *tc, const char *why, void *arg)
+{
+    (void)tc;
+    struct held *h = arg;
+    struct agent_tunnels *at = h->at;
+    log_info("tunnels: agent %s tunnel closed%s%s", h->agent_id, why ? ": " : "", why ? why : "");
+    if (h->listed)
+        record(at, h->agent_id, false); /* a replaced tunnel's successor is the live one */
+    unlink_held(h);
+    free(h);
+    if (at->closing && at->n == 0)
+        free(at);
+}
+
+static const struct tunnel_conn_cbs held_cbs = {NULL, NULL, on_tunnel_close};
+
+int
+agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const char *agent_id)
+{
+    http_exchange_header(ex, "Upgrade", "coder-tunnel");
+    http_exchange_header(ex, "Coder-Tunnel-Version", "1");
+    struct buf early;
+    buf_init(&early);
+    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
+    if (st == NULL) {
+        buf_fini(&early);
+        return -1;
+    }
+    struct held *old = find(at, agent_id);
+    if (old) {
+        old->listed = false; /* replaced: finishes its streams under GOAWAY */
+        tunnel_conn_close(old->tc);
+    }
+    struct held *h = xcalloc(1, sizeof(*h));
+    h->at = at;
+    snprintf(h->agent_id, sizeof(h->agent_id), "%s", agent_id);
+    h->listed = true;
+    h->next = at->list;
+    if (at->list)
+        at->list->prev = h;
+    at->list = h;
+    at->n++;
+    h->tc = tunnel_conn_new(at->p->loop, st, TUNNEL_CLIENT, NULL, &early, &held_cbs, h);
+    buf_fini(&early);
+    log_info("tunnels: agent %s connected", agent_id);
+    record(at, agent_id, true);
+    return 0;
+}
+
+struct tunnel_conn *
+agent_tunnels_get(struct agent_tunnels *at, const char *agent_id)
+{
+    struct held *h = find(at, agent_id);
+    return h ? h->tc : NULL;
+}
+
+size_t
+agent_tunnels_count(const struct agent_tunnels *at)
+{
+    size_t n = 0;
+    for (const struct held *h = at->list; h; h = h->next)
+        n += h->listed;
+    return n;
+}
+
+void
+agent_tunnels_close(struct agent_tunnels *at)
+{
+    if (at == NULL || at->closing)
+        return;
+    at->closing = true;
+    if (at->n == 0) {
+        free(at);
+        return;
+    }
+    /* Each close reports back through on_tunnel_close, which frees at after the last. */
+    for (struct held *h = at->list; h; h = h->next) {
+        h->listed = false;
+        tunnel_conn_close(h->tc);
+    }
+}

@@ -1,0 +1,108 @@
+"""`coder agent` and the primary's agent tunnel (issue 3, parts 2-3): the agent dials out with
+its token, the primary shows it connected, notices when it dies, and the agent comes back by
+itself after the primary restarts. Bad settings are one clear line and a non-zero exit."""
+
+import pytest
+
+from harness import wait_for
+
+
+def _agent_status(stack, name):
+    ws = stack.api.get(f"/api/v2/users/me/workspace/{name}").json()
+    return ws["latest_build"]["resources"][0]["agents"][0]["status"]
+
+
+def _create(stack, name):
+    r = stack.client.run("create", name)
+    assert r.rc == 0, r
+    return r.stdout.split("Agent token: ", 1)[1].split()[0]
+
+
+def _agent(stack, token, name="agent"):
+    return stack.ctx.process(name, ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                               "CODER_AGENT_TOKEN": token})
+
+
+def test_agent_connects_dies_and_returns(ctx):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    assert _agent_status(stack, "dev") == "connecting"
+    agent = _agent(stack, token)
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
+    assert "agent: connected to" in agent.stderr()
+
+    # Killed without a goodbye: the primary sees the tunnel drop.
+    assert agent.kill9() == -9
+    wait_for(lambda: _agent_status(stack, "dev") == "disconnected", 5, 0.1,
+             "agent disconnected")
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent back")
+
+    # A graceful stop exits 0.
+    assert agent.stop() == 0
+    wait_for(lambda: _agent_status(stack, "dev") == "disconnected", 5, 0.1,
+             "agent stopped")
+
+
+def test_agent_survives_a_primary_restart(ctx):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    agent = _agent(stack, token)
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
+    assert stack.primary.stop() == 0
+    stack.primary.start()
+    # The restarted primary holds no tunnel until the agent dials again (backoff from 250 ms).
+    wait_for(lambda: "reconnecting" in agent.stderr(), 5, 0.1, "agent noticed")
+    wait_for(lambda: agent.stderr().count("agent: connected to") >= 2, 10, 0.1,
+             "agent reconnected")
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 5, 0.1, "status connected")
+    assert agent.running()
+
+
+def test_agent_with_a_wrong_token_keeps_trying(ctx):
+    stack = ctx.stack()
+    _create(stack, "dev")
+    agent = _agent(stack, "00000000-0000-4000-8000-000000000000")
+    agent.start()
+    wait_for(lambda: "the agent token is not valid" in agent.stderr(), 5, 0.1, "401 logged")
+    assert agent.running()
+    assert _agent_status(stack, "dev") == "connecting"
+
+
+def test_deleted_workspace_agent_is_refused(ctx):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    assert stack.client.run("delete", "dev", "-y").rc == 0
+    agent = _agent(stack, token)
+    agent.start()
+    wait_for(lambda: "the agent token is not valid" in agent.stderr(), 5, 0.1, "401 logged")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({}, "CODER_AGENT_URL must be set"),
+    ({"CODER_AGENT_URL": "http://127.0.0.1:1"},
+     "CODER_AGENT_TOKEN or CODER_AGENT_TOKEN_FILE must be set for token auth"),
+    ({"CODER_AGENT_URL": "ftp://x", "CODER_AGENT_TOKEN": "t"}, "is not a valid http or https URL"),
+    ({"CODER_AGENT_URL": "http://127.0.0.1:1", "CODER_AGENT_TOKEN_FILE": "/nonexistent/token"},
+     'read agent token file "/nonexistent/token"'),
+    ({"CODER_AGENT_URL": "http://127.0.0.1:1", "CODER_AGENT_TOKEN": "t",
+      "CODER_AGENT_AUTH": "magic"}, 'invalid value "magic"'),
+])
+def test_agent_bad_settings(ctx, env, message):
+    r = ctx.run(["agent"], env)
+    assert r.rc == 1, r
+    assert len(r.err_lines) == 1, r
+    assert message in r.err_lines[0], r
+
+
+def test_agent_token_file(ctx, tmp_path):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    f = tmp_path / "token"
+    f.write_text(token + "\n")
+    agent = stack.ctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                                   "CODER_AGENT_TOKEN_FILE": str(f)})
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
