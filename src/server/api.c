@@ -230,6 +230,14 @@ api_job_done(void *arg)
         proxyhealth_on_deregister(p->health, c->deregistered);
     if (c->health_check)
         proxyhealth_check_now(p->health);
+    size_t k;
+    json_t *id;
+    json_array_foreach(c->drop_agents, k, id)
+    {
+        if (p->tunnels)
+            agent_tunnels_drop(p->tunnels, json_string_value(id));
+    }
+    json_decref(c->drop_agents);
     store_user_fini(&c->user);
     store_apikey_fini(&c->key);
     store_proxy_fini(&c->proxy);

@@ -491,6 +491,15 @@ api_workspaces_build(struct api_ctx *c)
     }
     w.deleted = true;
     w.updated_at = now;
+    /* Its agents' tunnels close: their tokens no longer authenticate. */
+    struct store_agent *agents = NULL;
+    size_t nagents = 0;
+    if (store_agent_list(c->st, w.id, &agents, &nagents) == 0) {
+        c->drop_agents = json_array();
+        for (size_t i = 0; i < nagents; i++)
+            json_array_append_new(c->drop_agents, json_string(agents[i].id));
+    }
+    store_agents_free(agents, nagents);
     struct store_user owner = {0};
     if (load_owner(c, &w, &owner) == 0) {
         json_t *ws = workspace_json(c, &w, &owner);

@@ -67,6 +67,7 @@ struct api_ctx {
     char registered[37];   /* a proxy replica registered: proxy id */
     char deregistered[37]; /* a proxy deregistered: proxy id */
     char tunnel_agent[37]; /* answer with the upgrade into this agent's tunnel */
+    json_t *drop_agents;   /* agent ids whose tunnels must close (workspace deleted) */
 };
 
 typedef void (*api_fn)(struct api_ctx *c);

@@ -135,6 +135,8 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
         store_close(st);
         return -1;
     }
+    /* Tunnels do not survive a restart (or a crash): agents will dial again. */
+    store_agents_disconnect_all(st, time_now_ms());
     p->worker = worker_start(p->loop, st);
     p->metrics = metrics_registry_new();
     metrics_process_register(p->metrics);

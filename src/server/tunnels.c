@@ -146,6 +146,14 @@ agent_tunnels_get(struct agent_tunnels *at, const char *agent_id)
     return h ? h->tc : NULL;
 }
 
+void
+agent_tunnels_drop(struct agent_tunnels *at, const char *agent_id)
+{
+    struct held *h = find(at, agent_id);
+    if (h)
+        tunnel_conn_close(h->tc); /* on_tunnel_close records the disconnect */
+}
+
 size_t
 agent_tunnels_count(const struct agent_tunnels *at)
 {

@@ -16,6 +16,8 @@ int agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, con
 /* The agent's live tunnel, or NULL. */
 struct tunnel_conn *agent_tunnels_get(struct agent_tunnels *at, const char *agent_id);
 size_t agent_tunnels_count(const struct agent_tunnels *at);
+/* Closes the agent's tunnel, if held (its workspace was deleted). */
+void agent_tunnels_drop(struct agent_tunnels *at, const char *agent_id);
 /* Closes every tunnel (GOAWAY); the table frees itself once they are gone. */
 void agent_tunnels_close(struct agent_tunnels *at);
 

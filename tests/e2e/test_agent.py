@@ -106,3 +106,27 @@ def test_agent_token_file(ctx, tmp_path):
                                                    "CODER_AGENT_TOKEN_FILE": str(f)})
     agent.start()
     wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
+
+
+def test_deleting_the_workspace_closes_its_tunnel(ctx):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    agent = _agent(stack, token)
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
+    assert stack.client.run("delete", "dev", "-y").rc == 0
+    # The primary hangs up and will not take the agent back.
+    wait_for(lambda: "tunnel refused with status 401" in agent.stderr(), 10, 0.1,
+             "agent refused after delete")
+
+
+def test_a_crashed_primary_does_not_show_stale_connections(ctx):
+    stack = ctx.stack()
+    token = _create(stack, "dev")
+    agent = _agent(stack, token)
+    agent.start()
+    wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
+    assert stack.primary.kill9() == -9
+    assert agent.kill9() == -9
+    stack.primary.start()
+    assert _agent_status(stack, "dev") == "disconnected"

@@ -144,6 +144,9 @@ static const struct store_query queries[STMT_COUNT] = {
       "ELSE first_connected_at END, "
       "last_connected_at = CASE WHEN $2 > 0 THEN $2 ELSE last_connected_at END, "
       "disconnected_at = $3, updated_at = $4 WHERE id = $1"),
+    Q(STMT_AGENT_DISCONNECT_ALL, "agent_disconnect_all",
+      "UPDATE workspace_agents SET disconnected_at = $1, updated_at = $1 "
+      "WHERE last_connected_at > disconnected_at"),
     Q(STMT_APP_INSERT, "app_insert",
       "INSERT INTO workspace_apps (" APP_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
     Q(STMT_APP_LIST, "app_list",
@@ -1101,6 +1104,13 @@ store_agent_set_connection(struct store *s, const char *id, int64_t connected_at
     struct store_arg args[] = {ARG_TEXT(id), ARG_INT(connected_at), ARG_INT(disconnected_at),
                                ARG_INT(updated_at)};
     return run_one(s, STMT_AGENT_CONNECTION, args, ARRAY_LEN(args));
+}
+
+int
+store_agents_disconnect_all(struct store *s, int64_t now)
+{
+    struct store_arg args[] = {ARG_INT(now)};
+    return run(s, STMT_AGENT_DISCONNECT_ALL, args, ARRAY_LEN(args), NULL, NULL, NULL);
 }
 
 int

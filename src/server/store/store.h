@@ -215,6 +215,9 @@ int store_agent_list(struct store *s, const char *workspace_id, struct store_age
  * (connected_at = 0, disconnected_at = now). first_connected_at is set once. */
 int store_agent_set_connection(struct store *s, const char *id, int64_t connected_at,
                                int64_t disconnected_at, int64_t updated_at);
+/* Marks every agent shown connected as disconnected at now: a starting primary holds no tunnels
+ * (one primary replica; with several, each would record only its own). */
+int store_agents_disconnect_all(struct store *s, int64_t now);
 int store_app_list(struct store *s, const char *agent_id, struct store_app **out, size_t *n);
 
 #endif
