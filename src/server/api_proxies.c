@@ -531,3 +531,40 @@ api_proxies_deregister(struct api_ctx *c)
     store_replica_fini(&rep);
     json_decref(j);
 }
+
+/* GET /api/v2/workspaceproxies/me/crypto-keys?feature=F (proxy token): the keys a proxy
+ * verifies app tokens, decrypts smuggled API keys and checks tunnel tickets with. */
+void
+api_proxies_crypto_keys(struct api_ctx *c)
+{
+    char *feature = http_request_query_param(&c->ex->req, "feature");
+    if (!feature ||
+        (!str_eq(feature, "workspace_apps_token") && !str_eq(feature, "workspace_apps_api_key") &&
+         !str_eq(feature, "agent_tunnel"))) {
+        char *msg = xasprintf("Invalid feature: %s", feature ? feature : "");
+        api_reply_error(c, 400, msg, NULL);
+        free(msg);
+        free(feature);
+        return;
+    }
+    struct store_crypto_key *v = NULL;
+    size_t n = 0;
+    if (store_crypto_key_list(c->st, feature, time_now_ms(), &v, &n) < 0) {
+        api_reply_error(c, 500, "Internal error fetching crypto keys.", NULL);
+        free(feature);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char starts[40], deletes[40];
+        time_format_rfc3339(v[i].starts_at, starts, sizeof(starts));
+        time_format_rfc3339(v[i].deletes_at, deletes, sizeof(deletes));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:I, s:s, s:s}", "feature", feature, "secret", v[i].secret,
+                           "sequence", (json_int_t)v[i].sequence, "starts_at", starts, "deletes_at",
+                           v[i].deletes_at ? deletes : "0001-01-01T00:00:00Z"));
+    }
+    store_crypto_keys_free(v, n);
+    free(feature);
+    api_reply_json(c, 200, json_pack("{s:o}", "crypto_keys", arr));
+}

@@ -110,6 +110,7 @@ void api_proxies_delete(struct api_ctx *c);
 void api_regions(struct api_ctx *c);
 void api_proxies_register(struct api_ctx *c);
 void api_proxies_deregister(struct api_ctx *c);
+void api_proxies_crypto_keys(struct api_ctx *c);
 int api_auth_proxy(struct api_ctx *c);
 
 /* api_workspaces.c */

@@ -2,6 +2,8 @@
 #include "server.h"
 #include "base/log.h"
 #include "base/timeutil.h"
+#include <openssl/crypto.h>
+#include "base/crypto.h"
 #include "base/util.h"
 #include "base/uuid.h"
 #include "conf/global.h"
@@ -110,6 +112,46 @@ on_signal(uv_signal_t *s, int signum)
     http_server_shutdown(p->http, 3000, on_http_closed, r);
 }
 
+/* Every feature has a key in use: made once, kept in the store (never logged). */
+static int
+ensure_crypto_keys(struct store *st, char **err)
+{
+    static const struct {
+        const char *feature;
+        size_t bytes;
+    } features[] = {
+        {"workspace_apps_token", 64},   /* HS512 */
+        {"workspace_apps_api_key", 32}, /* A256GCMKW */
+        {"agent_tunnel", 64},           /* HS512 tunnel tickets */
+    };
+    int64_t now = time_now_ms();
+    for (size_t i = 0; i < ARRAY_LEN(features); i++) {
+        struct store_crypto_key *v = NULL;
+        size_t n = 0;
+        if (store_crypto_key_list(st, features[i].feature, now, &v, &n) < 0) {
+            *err = xstrdup("read crypto keys from the database");
+            return -1;
+        }
+        bool usable = false;
+        for (size_t k = 0; k < n; k++)
+            usable |= v[k].starts_at <= now;
+        store_crypto_keys_free(v, n);
+        if (usable)
+            continue;
+        char *secret = rand_hex(features[i].bytes * 2);
+        int64_t seq = 0;
+        int rc = store_crypto_key_insert(st, features[i].feature, secret, now, &seq);
+        OPENSSL_cleanse(secret, strlen(secret));
+        free(secret);
+        if (rc < 0) {
+            *err = xstrdup("store a new crypto key in the database");
+            return -1;
+        }
+        log_info("server: created %s key %lld", features[i].feature, (long long)seq);
+    }
+    return 0;
+}
+
 static int
 server_start(struct server_run *r, struct server_opts *o, const char *config_dir, char **err)
 {
@@ -132,6 +174,10 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     if (st == NULL)
         return -1;
     if (ensure_site_config(st, p->deployment_id, err) < 0) {
+        store_close(st);
+        return -1;
+    }
+    if (ensure_crypto_keys(st, err) < 0) {
         store_close(st);
         return -1;
     }

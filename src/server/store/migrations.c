@@ -132,6 +132,16 @@ static const struct migration migrations[] = {
      "  created_at BIGINT NOT NULL"
      ");"
      "CREATE UNIQUE INDEX workspace_apps_slug_idx ON workspace_apps (agent_id, slug);"},
+    /* Keys the primary signs and encrypts with, per feature, in sequence; proxies fetch the
+     * ones they need with their token. Secrets are hex; deletes_at 0 = not scheduled. */
+    {"crypto_keys", "CREATE TABLE crypto_keys ("
+                    "  feature TEXT NOT NULL,"
+                    "  sequence BIGINT NOT NULL,"
+                    "  secret TEXT NOT NULL,"
+                    "  starts_at BIGINT NOT NULL,"
+                    "  deletes_at BIGINT NOT NULL DEFAULT 0,"
+                    "  PRIMARY KEY (feature, sequence)"
+                    ");"},
 };
 
 int64_t

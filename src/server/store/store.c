@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "base/util.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,13 @@ static const struct store_query queries[STMT_COUNT] = {
       "WHERE last_connected_at > disconnected_at"),
     Q(STMT_APP_INSERT, "app_insert",
       "INSERT INTO workspace_apps (" APP_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+    Q(STMT_CRYPTO_KEY_INSERT, "crypto_key_insert",
+      "INSERT INTO crypto_keys (feature, sequence, secret, starts_at, deletes_at) "
+      "SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, 0 FROM crypto_keys WHERE feature = $1 "
+      "RETURNING sequence"),
+    Q(STMT_CRYPTO_KEY_LIST, "crypto_key_list",
+      "SELECT feature, sequence, secret, starts_at, deletes_at FROM crypto_keys "
+      "WHERE feature = $1 AND (deletes_at = 0 OR deletes_at > $2) ORDER BY sequence"),
     Q(STMT_APP_LIST, "app_list",
       "SELECT " APP_COLS " FROM workspace_apps WHERE agent_id = $1 ORDER BY slug"),
 };
@@ -1117,4 +1125,73 @@ int
 store_app_list(struct store *s, const char *agent_id, struct store_app **out, size_t *n)
 {
     return list_by(s, STMT_APP_LIST, agent_id, app_list_row, apps_free_any, (void **)out, n);
+}
+
+/* ---- crypto keys ------------------------------------------------------------------------ */
+
+void
+store_crypto_key_fini(struct store_crypto_key *k)
+{
+    if (k == NULL)
+        return;
+    free(k->feature);
+    if (k->secret)
+        OPENSSL_cleanse(k->secret, strlen(k->secret));
+    free(k->secret);
+    memset(k, 0, sizeof(*k));
+}
+
+void
+store_crypto_keys_free(struct store_crypto_key *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_crypto_key_fini(&v[i]);
+    free(v);
+}
+
+int
+store_crypto_key_insert(struct store *s, const char *feature, const char *secret_hex,
+                        int64_t starts_at, int64_t *sequence)
+{
+    int64_t seq = 0;
+    struct fetch f = {.s = s, .out = &seq};
+    struct store_arg args[] = {ARG_TEXT(feature), ARG_TEXT(secret_hex), ARG_INT(starts_at)};
+    int rc = run(s, STMT_CRYPTO_KEY_INSERT, args, ARRAY_LEN(args), int_row, &f, NULL);
+    if (rc == 0 && !f.found)
+        rc = STORE_EIO;
+    if (rc == 0 && sequence)
+        *sequence = seq;
+    return rc;
+}
+
+static int
+crypto_key_row(const struct store_row *row, void *arg)
+{
+    struct fetch *f = arg;
+    const struct store_backend *be = f->s->be;
+    struct store_crypto_key *k = list_slot(f, sizeof(struct store_crypto_key));
+    k->feature = col_str(f, row, 0);
+    k->sequence = be->col_int(row, 1);
+    k->secret = col_str(f, row, 2);
+    k->starts_at = be->col_int(row, 3);
+    k->deletes_at = be->col_int(row, 4);
+    return 0;
+}
+
+int
+store_crypto_key_list(struct store *s, const char *feature, int64_t now,
+                      struct store_crypto_key **out, size_t *n)
+{
+    struct store_arg args[] = {ARG_TEXT(feature), ARG_INT(now)};
+    struct fetch f = {.s = s};
+    int rc = run(s, STMT_CRYPTO_KEY_LIST, args, ARRAY_LEN(args), crypto_key_row, &f, NULL);
+    if (rc < 0) {
+        store_crypto_keys_free(f.out, f.n);
+        *out = NULL;
+        *n = 0;
+        return rc;
+    }
+    *out = f.out;
+    *n = f.n;
+    return 0;
 }

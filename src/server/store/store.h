@@ -114,6 +114,14 @@ struct store_app {
     int64_t created_at;
 };
 
+struct store_crypto_key {
+    char *feature; /* "workspace_apps_token", "workspace_apps_api_key", "agent_tunnel" */
+    int64_t sequence;
+    char *secret; /* hex */
+    int64_t starts_at;
+    int64_t deletes_at; /* 0 = not scheduled */
+};
+
 void store_user_fini(struct store_user *u);
 void store_apikey_fini(struct store_apikey *k);
 void store_proxy_fini(struct store_proxy *p);
@@ -219,5 +227,14 @@ int store_agent_set_connection(struct store *s, const char *id, int64_t connecte
  * (one primary replica; with several, each would record only its own). */
 int store_agents_disconnect_all(struct store *s, int64_t now);
 int store_app_list(struct store *s, const char *agent_id, struct store_app **out, size_t *n);
+
+/* Crypto keys: insert assigns the next sequence of the feature (written to *sequence). list
+ * returns the feature's keys not deleted at now, oldest first. */
+void store_crypto_key_fini(struct store_crypto_key *k);
+void store_crypto_keys_free(struct store_crypto_key *v, size_t n);
+int store_crypto_key_insert(struct store *s, const char *feature, const char *secret_hex,
+                            int64_t starts_at, int64_t *sequence);
+int store_crypto_key_list(struct store *s, const char *feature, int64_t now,
+                          struct store_crypto_key **out, size_t *n);
 
 #endif
