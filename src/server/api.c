@@ -6,7 +6,7 @@
 #include "http/common.h"
 #include "http/router.h"
 #include "proxyhealth.h"
-#include "tunnels.h"
+#include "tunnel/table.h"
 #include "worker.h"
 
 #include <ctype.h>
@@ -71,6 +71,7 @@ static const struct api_route api_routes[] = {
     {{"POST", "/api/v2/workspaces/{workspace}/builds", NULL}, api_workspaces_build, API_AUTH_USER},
     {{"GET", "/api/v2/workspaceagents/me/manifest", NULL}, api_agents_manifest, API_AUTH_AGENT},
     {{"GET", "/api/v2/workspaceagents/me/tunnel", NULL}, api_agents_tunnel, API_AUTH_AGENT},
+    {{"GET", "/api/v2/workspaceagents/me/regions", NULL}, api_agents_regions, API_AUTH_AGENT},
     {{"GET", "/api/v2/workspaceagents/{workspaceagent}", NULL}, api_agents_get, API_AUTH_USER},
     {{"GET", "/api/v2/workspaceproxies/me/crypto-keys", NULL},
      api_proxies_crypto_keys,

@@ -7,7 +7,9 @@
 #include "base/util.h"
 #include "base/uuid.h"
 #include "http/url.h"
+#include "jose/jwt.h"
 #include "primary.h"
+#include "proxyhealth.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -615,4 +617,81 @@ api_agents_tunnel(struct api_ctx *c)
     }
     snprintf(c->tunnel_agent, sizeof(c->tunnel_agent), "%s", c->agent.id);
     c->ex->status = 101;
+}
+
+/* ---- the agent's region list, with tunnel tickets (docs/TUNNEL.md §3) ---- */
+
+#define TICKET_TTL_S 600
+
+/* The newest agent_tunnel key in use: copies its secret (bytes) and sequence. */
+static int
+tunnel_key(struct api_ctx *c, uint8_t key[64], size_t *len, int64_t *seq)
+{
+    struct store_crypto_key *v = NULL;
+    size_t n = 0;
+    int64_t now = time_now_ms();
+    int rc = -1;
+    if (store_crypto_key_list(c->st, "agent_tunnel", now, &v, &n) == 0) {
+        for (size_t i = n; i-- > 0;) {
+            if (v[i].starts_at > now)
+                continue;
+            long got = hex_decode(v[i].secret, strlen(v[i].secret), key, 64);
+            if (got > 0) {
+                *len = (size_t)got;
+                *seq = v[i].sequence;
+                rc = 0;
+            }
+            break;
+        }
+    }
+    store_crypto_keys_free(v, n);
+    return rc;
+}
+
+/* GET /api/v2/workspaceagents/me/regions (agent token): where the agent should hold tunnels.
+ * The primary comes first; each healthy proxy comes with a ticket only it accepts. */
+void
+api_agents_regions(struct api_ctx *c)
+{
+    struct store_workspace w = {0};
+    struct store_proxy *px = NULL;
+    size_t npx = 0;
+    uint8_t key[64];
+    size_t keylen = 0;
+    int64_t seq = 0;
+    if (store_workspace_by_id(c->st, c->agent.workspace_id, &w) < 0 ||
+        store_proxy_list(c->st, false, &px, &npx) < 0 || tunnel_key(c, key, &keylen, &seq) < 0) {
+        api_reply_error(c, 500, "Internal error listing regions.", NULL);
+        goto out;
+    }
+    json_t *arr = json_array();
+    json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "id", c->p->deployment_id, "name",
+                                         "primary", "url", c->p->cfg.access_url, "healthy", 1));
+    int64_t now_s = time_now_ms() / 1000;
+    char kid[24];
+    snprintf(kid, sizeof(kid), "%lld", (long long)seq);
+    for (size_t i = 0; i < npx; i++) {
+        bool ok = false;
+        json_t *status = proxyhealth_status_json(c->p->health, &px[i], &ok);
+        json_decref(status);
+        if (!ok || px[i].url[0] == '\0' || px[i].derp_only)
+            continue;
+        json_t *claims =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "iss", "coder", "aud", px[i].id,
+                      "sub", c->agent.id, "wid", w.id, "uid", w.owner_id, "iat", (json_int_t)now_s,
+                      "nbf", (json_int_t)now_s, "exp", (json_int_t)(now_s + TICKET_TTL_S));
+        char *ticket = jose_sign_hs512(key, keylen, kid, claims);
+        json_decref(claims);
+        if (!ticket)
+            continue;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b, s:s}", "id", px[i].id, "name",
+                                             px[i].name, "url", px[i].url, "healthy", 1,
+                                             "tunnel_ticket", ticket));
+        free(ticket);
+    }
+    api_reply_json(c, 200, json_pack("{s:o}", "regions", arr));
+out:
+    OPENSSL_cleanse(key, sizeof(key));
+    store_proxies_free(px, npx);
+    store_workspace_fini(&w);
 }

@@ -122,6 +122,7 @@ void api_workspaces_build(struct api_ctx *c);
 void api_agents_get(struct api_ctx *c);
 void api_agents_manifest(struct api_ctx *c);
 void api_agents_tunnel(struct api_ctx *c);
+void api_agents_regions(struct api_ctx *c);
 /* Looks up the agent token: 0 with c->agent filled, or replies 401 and returns -1. */
 int api_auth_agent(struct api_ctx *c);
 

@@ -14,7 +14,7 @@
 #include "metrics/metrics.h"
 #include "primary.h"
 #include "proxyhealth.h"
-#include "tunnels.h"
+#include "tunnel/table.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -112,6 +112,36 @@ on_signal(uv_signal_t *s, int signum)
     http_server_shutdown(p->http, 3000, on_http_closed, r);
 }
 
+/* ---- agents' connection state, as this region's tunnels come and go ---- */
+
+struct conn_job {
+    char agent_id[37];
+    int64_t connected_at, disconnected_at;
+};
+
+static void
+conn_job_run(struct store *st, void *arg)
+{
+    struct conn_job *j = arg;
+    if (store_agent_set_connection(st, j->agent_id, j->connected_at, j->disconnected_at,
+                                   time_now_ms()) < 0)
+        log_warn("server: could not record the connection state of agent %s", j->agent_id);
+}
+
+static void
+on_agent_tunnel(void *arg, const char *agent_id, bool up)
+{
+    struct primary *p = arg;
+    if (p->stopping)
+        return; /* the worker is going away; a restart starts with no tunnels anyway */
+    struct conn_job *j = xcalloc(1, sizeof(*j));
+    snprintf(j->agent_id, sizeof(j->agent_id), "%s", agent_id);
+    int64_t now = time_now_ms();
+    j->connected_at = up ? now : 0;
+    j->disconnected_at = up ? 0 : now;
+    worker_submit(p->worker, conn_job_run, free, j);
+}
+
 /* Every feature has a key in use: made once, kept in the store (never logged). */
 static int
 ensure_crypto_keys(struct store *st, char **err)
@@ -189,7 +219,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     r->apim = api_metrics_new(p->metrics);
     p->client = http_client_new(p->loop);
     p->health = proxyhealth_new(p);
-    p->tunnels = agent_tunnels_new(p);
+    p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
     struct http_server_opts hopts = {.handler = handle, .arg = r, .on_done = on_done};
     p->http = http_server_new(p->loop, &hopts);
     if (serveropts_listen(&o->net, p->http, err) < 0)

@@ -49,3 +49,52 @@ def test_crypto_keys(ctx):
     assert "created workspace_apps_token key 1" in log
     for secret in got.values():
         assert secret not in log
+
+
+def test_agent_regions_carry_tickets_for_healthy_proxies(ctx):
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    from harness import wait_for
+
+    stack = ctx.stack(health_interval="1s")
+    created, ptoken = stack.create_proxy("ny")
+    r = stack.client.run("create", "dev")
+    assert r.rc == 0, r
+    atoken = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    agent_api = Api(stack.primary.url, atoken)
+
+    def regions():
+        r = agent_api.get("/api/v2/workspaceagents/me/regions")
+        assert r.status_code == 200, r.text
+        return r.json()["regions"]
+
+    # An unregistered proxy is not a place to tunnel to.
+    regs = regions()
+    assert [g["name"] for g in regs] == ["primary"]
+    assert regs[0]["url"] == stack.primary.url and "tunnel_ticket" not in regs[0]
+
+    proxy = stack.start_proxy(ptoken, name="ny").start()
+    stack.wait_status("ny", "ok")
+    regs = wait_for(lambda: len(regions()) == 2 and regions(), 5, 0.2, "proxy listed")
+    ny = regs[1]
+    assert ny["id"] == created["id"] and ny["url"] == proxy.url
+    head, payload, sig = ny["tunnel_ticket"].split(".")
+    dec = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+    header = json.loads(dec(head))
+    claims = json.loads(dec(payload))
+    assert header["alg"] == "HS512"
+    assert claims["aud"] == created["id"] and claims["iss"] == "coder"
+    assert 0 < claims["exp"] - time.time() <= 600
+    # It verifies with the agent_tunnel key the proxy can fetch, and only with it.
+    keys = _keys(stack, ptoken, "agent_tunnel").json()["crypto_keys"]
+    key = next(k for k in keys if str(k["sequence"]) == header["kid"])
+    mac = hmac.new(bytes.fromhex(key["secret"]), f"{head}.{payload}".encode(),
+                   hashlib.sha512).digest()
+    assert mac == dec(sig)
+
+    # A user's token is not an agent's.
+    assert stack.api.get("/api/v2/workspaceagents/me/regions").status_code == 401

@@ -1,15 +1,20 @@
-/* Agent tunnels held by the primary as a region; see tunnels.c. Loop thread only. */
-#ifndef SERVER_TUNNELS_H
-#define SERVER_TUNNELS_H
+/* Agent tunnels held by a region (the primary or a proxy); see table.c. Loop thread only. */
+#ifndef TUNNEL_TABLE_H
+#define TUNNEL_TABLE_H
 
-#include "primary.h"
+#include "http/server.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <uv.h>
 
 struct tunnel_conn;
 struct agent_tunnels;
 
-struct agent_tunnels *agent_tunnels_new(struct primary *p);
+/* Called when an agent's tunnel comes up or goes down (not for one replaced by a newer one). */
+typedef void (*agent_tunnels_event_fn)(void *arg, const char *agent_id, bool up);
+
+struct agent_tunnels *agent_tunnels_new(uv_loop_t *loop, agent_tunnels_event_fn event, void *arg);
 /* Upgrades ex (an authenticated agent's tunnel request) into that agent's tunnel, replacing
  * any it held. Returns 0, or -1 after answering ex with an error. */
 int agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const char *agent_id);

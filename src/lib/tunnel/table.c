@@ -1,13 +1,11 @@
-/* The agent tunnels this primary holds as a region (docs/TUNNEL.md): accepted from the upgrade
- * of GET /api/v2/workspaceagents/me/tunnel, one per agent (a new one replaces the old), kept in
- * a table by agent id for the app router, and recorded in the store as the agent's connection
- * state. Everything here runs on the loop thread. */
-#include "tunnels.h"
+/* The agent tunnels a region holds (docs/TUNNEL.md): accepted from the upgrade of
+ * GET /api/v2/workspaceagents/me/tunnel, one per agent (a new one replaces the old), kept in a
+ * table by agent id for the app router; the owner hears of each agent coming and going. Loop
+ * thread only. */
+#include "tunnel/table.h"
 #include "base/log.h"
-#include "base/timeutil.h"
 #include "base/util.h"
 #include "tunnel/conn.h"
-#include "worker.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,47 +19,29 @@ struct held {
 };
 
 struct agent_tunnels {
-    struct primary *p;
+    uv_loop_t *loop;
+    agent_tunnels_event_fn event;
+    void *arg;
     struct held *list;
     size_t n;
     bool closing;
 };
 
 struct agent_tunnels *
-agent_tunnels_new(struct primary *p)
+agent_tunnels_new(uv_loop_t *loop, agent_tunnels_event_fn event, void *arg)
 {
     struct agent_tunnels *at = xcalloc(1, sizeof(*at));
-    at->p = p;
+    at->loop = loop;
+    at->event = event;
+    at->arg = arg;
     return at;
-}
-
-/* ---- the store's view ---- */
-
-struct conn_job {
-    char agent_id[37];
-    int64_t connected_at, disconnected_at;
-};
-
-static void
-conn_job_run(struct store *st, void *arg)
-{
-    struct conn_job *j = arg;
-    int64_t now = time_now_ms();
-    if (store_agent_set_connection(st, j->agent_id, j->connected_at, j->disconnected_at, now) < 0)
-        log_warn("tunnels: could not record the connection state of agent %s", j->agent_id);
 }
 
 static void
 record(struct agent_tunnels *at, const char *agent_id, bool up)
 {
-    if (at->p->stopping)
-        return; /* the worker is going away; a restart starts with no tunnels anyway */
-    struct conn_job *j = xcalloc(1, sizeof(*j));
-    snprintf(j->agent_id, sizeof(j->agent_id), "%s", agent_id);
-    int64_t now = time_now_ms();
-    j->connected_at = up ? now : 0;
-    j->disconnected_at = up ? 0 : now;
-    worker_submit(at->p->worker, conn_job_run, free, j);
+    if (at->event && !at->closing)
+        at->event(at->arg, agent_id, up);
 }
 
 /* ---- the table ---- */
@@ -132,7 +112,7 @@ agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const c
         at->list->prev = h;
     at->list = h;
     at->n++;
-    h->tc = tunnel_conn_new(at->p->loop, st, TUNNEL_CLIENT, NULL, &early, &held_cbs, h);
+    h->tc = tunnel_conn_new(at->loop, st, TUNNEL_CLIENT, NULL, &early, &held_cbs, h);
     buf_fini(&early);
     log_info("tunnels: agent %s connected", agent_id);
     record(at, agent_id, true);
