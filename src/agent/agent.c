@@ -1,7 +1,9 @@
 /* coder agent: runs in the workspace, dials out to its regions and serves the streams they
  * open (docs/TUNNEL.md). It reads its manifest (which apps it serves) from the primary, then
- * holds a tunnel to the primary, reconnecting with exponential backoff and jitter. TCP is opened
- * only to loopback ports >= 9 (port forwarding) and to the host:port pairs its apps name. */
+ * follows the region list (polled every 10 s): one tunnel to the primary and one to every
+ * healthy proxy (with the ticket the list carries), each reconnecting with exponential backoff
+ * and jitter, dropped when its region leaves the list. TCP is opened only to loopback ports
+ * >= 9 (port forwarding) and to the host:port pairs its apps name. */
 #include "agent/agent.h"
 #include "base/crypto.h"
 #include "base/log.h"
@@ -26,51 +28,104 @@
 #define BACKOFF_MAX_MS 30000
 #define STABLE_MS 30000
 
+#define POLL_MS 10000
+
+struct agent;
+
+/* A region the agent holds (or tries to hold) a tunnel to. */
+struct region {
+    struct agent *a;
+    char key[37]; /* "primary", or the proxy's id */
+    char *name;
+    char *url;
+    char *ticket; /* proxies: the latest tunnel ticket */
+    struct tunnel_conn *tc;
+    uv_timer_t retry;
+    int64_t backoff_ms;
+    int64_t connected_at; /* monotonic ms of the current tunnel's start, 0 when down */
+    int open;             /* the timer, and the tunnel while it exists */
+    bool seen;            /* in the latest region list */
+    bool dropped;
+    struct region *next;
+};
+
 struct agent {
     uv_loop_t *loop;
     char *url; /* the primary, without trailing slash */
-    char *token;
     char *auth_header;
     struct tls_ctx *tls;
     struct http_client *client;
-    struct tunnel_conn *tc;
-    uv_timer_t retry;
+    struct region *regions;
+    uv_timer_t poll;
     uv_signal_t sigint, sigterm;
-    int64_t backoff_ms;
-    int64_t connected_at; /* monotonic ms of the current tunnel's start */
-    char **allowed;       /* "host:port" of the apps */
+    int64_t manifest_backoff_ms;
+    char **allowed; /* "host:port" of the apps */
     size_t nallowed;
     bool have_manifest;
     bool stopping;
 };
 
-static void agent_connect(struct agent *a);
+static void region_connect(struct region *r);
 
-/* ---- reconnecting ---- */
-
-static void
-on_retry(uv_timer_t *t)
+/* 250 ms doubling to 30 s, +-20 % jitter; *backoff is the state. */
+static uint64_t
+next_backoff(int64_t *backoff)
 {
-    agent_connect(t->data);
-}
-
-/* Schedules the next attempt: 250 ms doubling to 30 s, +-20 % jitter. */
-static void
-schedule_retry(struct agent *a)
-{
-    if (a->stopping)
-        return;
-    if (a->connected_at && time_mono_ms() - a->connected_at >= STABLE_MS)
-        a->backoff_ms = 0; /* it held: start over */
-    a->connected_at = 0;
-    a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_MIN_MS;
-    if (a->backoff_ms > BACKOFF_MAX_MS)
-        a->backoff_ms = BACKOFF_MAX_MS;
+    *backoff = *backoff ? *backoff * 2 : BACKOFF_MIN_MS;
+    if (*backoff > BACKOFF_MAX_MS)
+        *backoff = BACKOFF_MAX_MS;
     uint32_t r;
     rand_bytes(&r, sizeof(r));
     int64_t jitter = (int64_t)(r % 41) - 20; /* percent */
-    int64_t wait = a->backoff_ms + a->backoff_ms * jitter / 100;
-    uv_timer_start(&a->retry, on_retry, (uint64_t)(wait > 0 ? wait : 1), 0);
+    int64_t wait = *backoff + *backoff * jitter / 100;
+    return (uint64_t)(wait > 0 ? wait : 1);
+}
+
+/* ---- regions ---- */
+
+static void
+region_release(struct region *r)
+{
+    if (--r->open > 0)
+        return;
+    free(r->name);
+    free(r->url);
+    free(r->ticket);
+    free(r);
+}
+
+static void
+on_region_timer_closed(uv_handle_t *h)
+{
+    region_release(h->data);
+}
+
+static void
+on_region_retry(uv_timer_t *t)
+{
+    region_connect(t->data);
+}
+
+static void
+region_schedule(struct region *r)
+{
+    if (r->a->stopping || r->dropped)
+        return;
+    if (r->connected_at && time_mono_ms() - r->connected_at >= STABLE_MS)
+        r->backoff_ms = 0; /* it held: start over */
+    r->connected_at = 0;
+    uv_timer_start(&r->retry, on_region_retry, next_backoff(&r->backoff_ms), 0);
+}
+
+/* Forgets a region (no longer listed, or shutting down). */
+static void
+region_drop(struct region *r)
+{
+    r->dropped = true;
+    uv_timer_stop(&r->retry);
+    uv_close((uv_handle_t *)&r->retry, on_region_timer_closed);
+    if (r->tc)
+        tunnel_conn_close(r->tc);
 }
 
 /* ---- what the agent may dial ---- */
@@ -104,44 +159,173 @@ on_request(struct tunnel_conn *tc, struct tunnel_stream *s, const char *method,
     (void)path;
     (void)h;
     (void)nh;
-    struct agent *a = arg;
+    struct region *r = arg;
     if (strcmp(method, "CONNECT") != 0) {
         tunnel_stream_respond(s, 404, NULL, 0, true);
         return;
     }
-    if (!allowed(a, authority)) {
+    if (!allowed(r->a, authority)) {
         const struct tunnel_header e[] = {
             {"coder-error", "the agent only connects to its apps and to loopback ports >= 9"}};
         tunnel_stream_respond(s, 403, e, 1, true);
         return;
     }
-    tunnel_connect_stream(a->loop, s, authority);
+    tunnel_connect_stream(r->a->loop, s, authority);
 }
 
 static void
 on_ready(struct tunnel_conn *tc, void *arg)
 {
     (void)tc;
-    struct agent *a = arg;
-    a->connected_at = time_mono_ms();
-    log_info("agent: connected to %s", a->url);
+    struct region *r = arg;
+    r->connected_at = time_mono_ms();
+    log_info("agent: connected to %s (%s)", r->url, r->name);
 }
 
 static void
 on_close(struct tunnel_conn *tc, const char *why, void *arg)
 {
     (void)tc;
-    struct agent *a = arg;
-    a->tc = NULL;
-    if (a->stopping)
-        return;
-    log_warn("agent: tunnel to %s closed: %s; reconnecting", a->url, why ? why : "closed");
-    schedule_retry(a);
+    struct region *r = arg;
+    r->tc = NULL;
+    if (!r->a->stopping && !r->dropped) {
+        log_warn("agent: tunnel to %s (%s) closed: %s; reconnecting", r->url, r->name,
+                 why ? why : "closed");
+        region_schedule(r);
+    }
+    region_release(r);
 }
 
 static const struct tunnel_conn_cbs tunnel_cbs = {on_request, on_ready, on_close};
 
+static void
+region_connect(struct region *r)
+{
+    struct agent *a = r->a;
+    if (a->stopping || r->dropped || r->tc)
+        return;
+    char *hdr = r->ticket ? xasprintf("Coder-Tunnel-Ticket: %s", r->ticket) : NULL;
+    const char *headers[] = {hdr ? hdr : a->auth_header, NULL};
+    r->open++;
+    r->tc = tunnel_dial(a->loop, r->url, headers, a->tls, &tunnel_cbs, r);
+    free(hdr);
+}
+
+static struct region *
+region_get(struct agent *a, const char *key, const char *name, const char *url)
+{
+    for (struct region *r = a->regions; r; r = r->next) {
+        if (!r->dropped && strcmp(r->key, key) == 0) {
+            if (strcmp(r->url, url) != 0) { /* the proxy moved: start over there */
+                region_drop(r);
+                break;
+            }
+            return r;
+        }
+    }
+    struct region *r = xcalloc(1, sizeof(*r));
+    r->a = a;
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    r->name = xstrdup(name);
+    r->url = xstrdup(url);
+    uv_timer_init(a->loop, &r->retry);
+    r->retry.data = r;
+    r->open = 1;
+    r->next = a->regions;
+    a->regions = r;
+    return r;
+}
+
+/* Unlinks dropped regions whose memory is about to go (their handles close on their own). */
+static void
+regions_prune(struct agent *a)
+{
+    for (struct region **pp = &a->regions; *pp;) {
+        if ((*pp)->dropped)
+            *pp = (*pp)->next; /* region_release frees it once its handles are closed */
+        else
+            pp = &(*pp)->next;
+    }
+}
+
+/* ---- the region list ---- */
+
+static void poll_regions(struct agent *a);
+
+static void
+on_poll_timer(uv_timer_t *t)
+{
+    poll_regions(t->data);
+}
+
+static void
+on_regions(struct http_client_resp *resp, void *arg)
+{
+    struct agent *a = arg;
+    if (a->stopping)
+        return;
+    uv_timer_start(&a->poll, on_poll_timer, POLL_MS, 0);
+    json_t *j = resp->status == 200
+                    ? json_loadb(resp->body.data ? resp->body.data : "", resp->body.len, 0, NULL)
+                    : NULL;
+    json_t *list = json_object_get(j, "regions");
+    if (!json_is_array(list)) {
+        log_warn("agent: fetch regions from %s: %s", a->url,
+                 resp->error ? resp->error : "unexpected answer");
+        json_decref(j);
+        return; /* keep what we hold; the primary's own tunnel retries by itself */
+    }
+    for (struct region *r = a->regions; r; r = r->next)
+        r->seen = false;
+    size_t i;
+    json_t *g;
+    json_array_foreach(list, i, g)
+    {
+        const char *name = json_string_value(json_object_get(g, "name"));
+        const char *url = json_string_value(json_object_get(g, "url"));
+        const char *id = json_string_value(json_object_get(g, "id"));
+        const char *ticket = json_string_value(json_object_get(g, "tunnel_ticket"));
+        if (!name || !url || !id || !url_is_http_base(url))
+            continue;
+        bool primary = i == 0 && !ticket;
+        if (!primary && !ticket)
+            continue;
+        /* The agent reaches the primary at the URL it was given, whatever the list says. */
+        struct region *r = region_get(a, primary ? "primary" : id, name, primary ? a->url : url);
+        r->seen = true;
+        if (ticket) {
+            free(r->ticket);
+            r->ticket = xstrdup(ticket);
+        }
+        if (!r->tc && !uv_is_active((uv_handle_t *)&r->retry))
+            region_connect(r);
+    }
+    for (struct region *r = a->regions; r; r = r->next) {
+        if (!r->seen && !r->dropped) {
+            log_info("agent: region %s (%s) is no longer listed", r->name, r->url);
+            region_drop(r);
+        }
+    }
+    regions_prune(a);
+    json_decref(j);
+}
+
+static void
+poll_regions(struct agent *a)
+{
+    if (a->stopping)
+        return;
+    char *url = xasprintf("%s/api/v2/workspaceagents/me/regions", a->url);
+    const char *headers[] = {a->auth_header, NULL};
+    struct http_client_req req = {.method = "GET", .url = url, .headers = headers};
+    if (http_client_start(a->client, &req, on_regions, a) < 0)
+        uv_timer_start(&a->poll, on_poll_timer, POLL_MS, 0);
+    free(url);
+}
+
 /* ---- the manifest ---- */
+
+static void agent_start(struct agent *a);
 
 static void
 take_manifest(struct agent *a, json_t *m)
@@ -167,6 +351,12 @@ take_manifest(struct agent *a, json_t *m)
 }
 
 static void
+on_manifest_retry(uv_timer_t *t)
+{
+    agent_start(t->data);
+}
+
+static void
 on_manifest(struct http_client_resp *r, void *arg)
 {
     struct agent *a = arg;
@@ -177,32 +367,29 @@ on_manifest(struct http_client_resp *r, void *arg)
                  r->error
                      ? r->error
                      : (r->status == 401 ? "the agent token is not valid" : "unexpected status"));
-        schedule_retry(a);
+        uv_timer_start(&a->poll, on_manifest_retry, next_backoff(&a->manifest_backoff_ms), 0);
         return;
     }
     json_t *m = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
     take_manifest(a, m);
     json_decref(m);
     log_info("agent: manifest has %zu app target(s)", a->nallowed);
-    agent_connect(a);
+    /* The primary is always a region; the list adds proxies (and confirms the primary). */
+    region_connect(region_get(a, "primary", "primary", a->url));
+    poll_regions(a);
 }
 
 static void
-agent_connect(struct agent *a)
+agent_start(struct agent *a)
 {
     if (a->stopping)
         return;
-    if (!a->have_manifest) {
-        char *url = xasprintf("%s/api/v2/workspaceagents/me/manifest", a->url);
-        const char *headers[] = {a->auth_header, NULL};
-        struct http_client_req req = {.method = "GET", .url = url, .headers = headers};
-        if (http_client_start(a->client, &req, on_manifest, a) < 0)
-            schedule_retry(a);
-        free(url);
-        return;
-    }
+    char *url = xasprintf("%s/api/v2/workspaceagents/me/manifest", a->url);
     const char *headers[] = {a->auth_header, NULL};
-    a->tc = tunnel_dial(a->loop, a->url, headers, a->tls, &tunnel_cbs, a);
+    struct http_client_req req = {.method = "GET", .url = url, .headers = headers};
+    if (http_client_start(a->client, &req, on_manifest, a) < 0)
+        uv_timer_start(&a->poll, on_manifest_retry, next_backoff(&a->manifest_backoff_ms), 0);
+    free(url);
 }
 
 /* ---- start and stop ---- */
@@ -216,12 +403,15 @@ on_signal(uv_signal_t *s, int signum)
         return;
     a->stopping = true;
     log_info("agent: shutting down");
-    uv_timer_stop(&a->retry);
-    uv_close((uv_handle_t *)&a->retry, NULL);
+    uv_timer_stop(&a->poll);
+    uv_close((uv_handle_t *)&a->poll, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
-    if (a->tc)
-        tunnel_conn_close(a->tc);
+    for (struct region *r = a->regions; r; r = r->next) {
+        if (!r->dropped)
+            region_drop(r);
+    }
+    regions_prune(a);
     http_client_close(a->client);
 }
 
@@ -331,14 +521,14 @@ agent_main(int argc, char **argv)
         goto fail;
     }
     a.client = http_client_new(&loop);
-    uv_timer_init(&loop, &a.retry);
+    uv_timer_init(&loop, &a.poll);
     uv_signal_init(&loop, &a.sigint);
     uv_signal_init(&loop, &a.sigterm);
-    a.retry.data = a.sigint.data = a.sigterm.data = &a;
+    a.poll.data = a.sigint.data = a.sigterm.data = &a;
     uv_signal_start(&a.sigint, on_signal, SIGINT);
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     log_info("agent: starting, deployment %s", a.url);
-    agent_connect(&a);
+    agent_start(&a);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     rc = 0;

@@ -10,6 +10,7 @@
 #include "jose/jwt.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "tunnel/table.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -603,16 +604,10 @@ out:
 void
 api_agents_tunnel(struct api_ctx *c)
 {
-    const char *up = http_request_header(&c->ex->req, "Upgrade");
-    const char *version = http_request_header(&c->ex->req, "Coder-Tunnel-Version");
-    if (!c->ex->req.upgrade || !up || !str_eq_ci(up, "coder-tunnel")) {
-        api_reply_error(c, 400, "Expected an upgrade to coder-tunnel.",
-                        "Send Connection: Upgrade and Upgrade: coder-tunnel.");
-        return;
-    }
-    if (!version || strcmp(version, "1") != 0) {
-        api_reply_error(c, 400, "Unsupported tunnel version.",
-                        "This region speaks Coder-Tunnel-Version 1.");
+    const char *detail = NULL;
+    const char *bad = agent_tunnels_check_request(&c->ex->req, &detail);
+    if (bad) {
+        api_reply_error(c, 400, bad, detail);
         return;
     }
     snprintf(c->tunnel_agent, sizeof(c->tunnel_agent), "%s", c->agent.id);

@@ -25,6 +25,12 @@ h_buildinfo(struct http_exchange *ex, void *arg)
 }
 
 static void
+h_tunnel(struct http_exchange *ex, void *arg)
+{
+    wsproxy_tunnel_handle(ex, arg);
+}
+
+static void
 h_derp(struct http_exchange *ex, void *arg)
 {
     http_reply_error(ex, 400, "DERP is not supported; agents connect through the agent tunnel.",
@@ -119,6 +125,7 @@ static const struct http_route routes[] = {
     {"GET", "/healthz", http_common_healthz},
     {"GET", "/healthz-report", h_healthz_report},
     {"GET", "/api/v2/buildinfo", h_buildinfo},
+    {"GET", "/api/v2/workspaceagents/me/tunnel", h_tunnel},
     {"*", "/derp", h_derp},
     {"*", "/derp/*", h_derp},
 };

@@ -1,5 +1,6 @@
 /* `coder wsproxy server`: options, the start-up order of Coder's proxy (listeners, primary
  * build info, first register, serve), and graceful shutdown. */
+#include "tunnel/table.h"
 #include "wsproxy.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -52,6 +53,8 @@ wsproxy_stop(struct wsproxy *w, int code, const char *why)
         log_error("wsproxy: %s", why);
         w->fatal = xstrdup(why);
     }
+    agent_tunnels_close(w->tunnels); /* GOAWAY: agents move to other regions */
+    w->tunnels = NULL;
     wsproxy_deregister(w, after_deregister);
 }
 
@@ -246,6 +249,15 @@ validate(struct wsproxy *w, char **err)
         *err = xstrdup("cannot use --derp-only with DERP server disabled");
         return -1;
     }
+    const char *colon = strchr(o->proxy_session_token, ':');
+    size_t idlen = colon ? (size_t)(colon - o->proxy_session_token) : 0;
+    if (idlen != 36) {
+        *err = xstrdup("Invalid external proxy token: the token must look like <uuid>:<secret> "
+                       "as `coder wsproxy create` prints it");
+        return -1;
+    }
+    memcpy(w->proxy_id, o->proxy_session_token, 36);
+    w->proxy_id[36] = '\0';
     w->primary_url = xstrdup(o->primary_access_url);
     size_t n = strlen(w->primary_url);
     while (n > 0 && w->primary_url[n - 1] == '/')
@@ -273,6 +285,7 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     metrics_process_register(w->metrics);
     w->apim = api_metrics_new(w->metrics);
     w->client = http_client_new(w->loop);
+    w->tunnels = agent_tunnels_new(w->loop, NULL, NULL);
     struct http_server_opts hopts = {.handler = wsproxy_handle, .arg = w, .on_done = on_done};
     w->http = http_server_new(w->loop, &hopts);
     uv_signal_init(w->loop, &w->sigint);
@@ -310,6 +323,7 @@ wsproxy_free(struct wsproxy *w)
     api_metrics_free(w->apim);
     metrics_registry_free(w->metrics);
     headers_free(w->headers);
+    wsproxy_tunnels_free(w);
     free(w->primary_url);
     free(w->access_url);
     free(w->fatal);

@@ -55,6 +55,9 @@ struct wsproxy {
     int exit_code;
     char *fatal; /* why the proxy stops on its own */
     int64_t region_id;
+    char proxy_id[37];             /* from the token, "<id>:<secret>" */
+    struct agent_tunnels *tunnels; /* agents' tunnels to this proxy */
+    void *keys;                    /* agent_tunnel keys from the primary (tunnels.c) */
 };
 
 /* register.c */
@@ -68,6 +71,11 @@ void wsproxy_deregister(struct wsproxy *w, void (*done)(struct wsproxy *w));
 /* Builds the common request to the primary (method, path, JSON body or NULL). */
 void wsproxy_primary_req(struct wsproxy *w, struct http_client_req *req, const char *method,
                          char *url, const char *body);
+
+/* tunnels.c */
+/* GET /api/v2/workspaceagents/me/tunnel: checks the agent's ticket and upgrades. */
+void wsproxy_tunnel_handle(struct http_exchange *ex, struct wsproxy *w);
+void wsproxy_tunnels_free(struct wsproxy *w);
 
 /* routes.c */
 void wsproxy_handle(struct http_exchange *ex, void *arg);

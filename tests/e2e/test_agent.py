@@ -4,7 +4,7 @@ itself after the primary restarts. Bad settings are one clear line and a non-zer
 
 import pytest
 
-from harness import wait_for
+from harness import Api, wait_for
 
 
 def _agent_status(stack, name):
@@ -130,3 +130,72 @@ def test_a_crashed_primary_does_not_show_stale_connections(ctx):
     assert agent.kill9() == -9
     stack.primary.start()
     assert _agent_status(stack, "dev") == "disconnected"
+
+
+# ---- proxies as regions -------------------------------------------------------------------
+
+
+def _raw_upgrade(url_port, headers):
+    """Sends a tunnel upgrade request to 127.0.0.1:port over plain HTTP; returns (status, body)."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", url_port), timeout=5)
+    req = ("GET /api/v2/workspaceagents/me/tunnel HTTP/1.1\r\nHost: x\r\n"
+           "Connection: Upgrade\r\nUpgrade: coder-tunnel\r\nCoder-Tunnel-Version: 1\r\n")
+    for k, v in headers.items():
+        req += f"{k}: {v}\r\n"
+    s.sendall((req + "\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+def test_agent_tunnels_to_a_proxy_with_its_ticket(ctx):
+    stack = ctx.stack(health_interval="1s")
+    _, ptoken = stack.create_proxy("ny")
+    proxy = stack.start_proxy(ptoken, name="ny", tls=False).start()
+    stack.wait_status("ny", "ok")
+    token = _create(stack, "dev")
+    agent = _agent(stack, token)
+    agent.start()
+    # One tunnel to the primary, one to the proxy (after the first region poll).
+    wait_for(lambda: "tunnel up" in proxy.proc.stderr(), 10, 0.1, "agent tunnel at the proxy")
+    wait_for(lambda: agent.stderr().count("agent: connected to") >= 2, 5, 0.1, "both tunnels")
+    assert f"connected to {proxy.url} (ny)" in agent.stderr()
+
+    # The proxy restarts: the agent is back within a few seconds.
+    assert proxy.stop() == 0
+    proxy.start()
+    wait_for(lambda: "tunnel up" in proxy.proc.stderr(), 10, 0.1, "agent back at the proxy")
+
+
+def test_proxy_refuses_tunnels_without_a_valid_ticket(ctx):
+    stack = ctx.stack(health_interval="1s")
+    _, ptoken = stack.create_proxy("ny")
+    proxy = stack.start_proxy(ptoken, name="ny", tls=False).start()
+    stack.wait_status("ny", "ok")
+    _, other_token = stack.create_proxy("other")
+    other = stack.start_proxy(other_token, name="other", tls=False).start()
+    stack.wait_status("other", "ok")
+    token = _create(stack, "dev")
+    regions = Api(stack.primary.url, token).get("/api/v2/workspaceagents/me/regions").json()
+    tickets = {g["name"]: g.get("tunnel_ticket") for g in regions["regions"]}
+    port = proxy.http_port
+    # No ticket, garbage, a ticket for another proxy, a forged signature, the agent token.
+    for headers in ({}, {"Coder-Tunnel-Ticket": "x.y.z"},
+                    {"Coder-Tunnel-Ticket": tickets["other"]},
+                    {"Coder-Tunnel-Ticket": tickets["ny"][:-4] + "AAAA"},
+                    {"Coder-Session-Token": token}):
+        status, data = _raw_upgrade(port, headers)
+        assert status == 401, (headers, data)
+        assert b"Invalid tunnel ticket." in data
+    # The right one is accepted.
+    status, data = _raw_upgrade(port, {"Coder-Tunnel-Ticket": tickets["ny"]})
+    assert status == 101, data
+    assert b"Upgrade: coder-tunnel" in data

@@ -27,6 +27,22 @@ struct agent_tunnels {
     bool closing;
 };
 
+const char *
+agent_tunnels_check_request(const struct http_request *r, const char **detail)
+{
+    const char *up = http_request_header(r, "Upgrade");
+    const char *version = http_request_header(r, "Coder-Tunnel-Version");
+    if (!r->upgrade || !up || !str_eq_ci(up, "coder-tunnel")) {
+        *detail = "Send Connection: Upgrade and Upgrade: coder-tunnel.";
+        return "Expected an upgrade to coder-tunnel.";
+    }
+    if (!version || strcmp(version, "1") != 0) {
+        *detail = "This region speaks Coder-Tunnel-Version 1.";
+        return "Unsupported tunnel version.";
+    }
+    return NULL;
+}
+
 struct agent_tunnels *
 agent_tunnels_new(uv_loop_t *loop, agent_tunnels_event_fn event, void *arg)
 {

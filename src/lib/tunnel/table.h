@@ -14,6 +14,10 @@ struct agent_tunnels;
 /* Called when an agent's tunnel comes up or goes down (not for one replaced by a newer one). */
 typedef void (*agent_tunnels_event_fn)(void *arg, const char *agent_id, bool up);
 
+/* Checks that r asks for a version-1 coder-tunnel upgrade. Returns NULL, or the message of a
+ * 400 answer with *detail. */
+const char *agent_tunnels_check_request(const struct http_request *r, const char **detail);
+
 struct agent_tunnels *agent_tunnels_new(uv_loop_t *loop, agent_tunnels_event_fn event, void *arg);
 /* Upgrades ex (an authenticated agent's tunnel request) into that agent's tunnel, replacing
  * any it held. Returns 0, or -1 after answering ex with an error. */
