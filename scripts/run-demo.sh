@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make run`: a working deployment on loopback with the embedded SQLite store: a primary, an
-# Owner, and one workspace proxy ("newyork", over TLS with a certificate made here), started
-# with exactly the environment variables of the admin guide. Runs in the foreground; Ctrl-C
-# stops everything it started.
+# Owner, one workspace proxy ("newyork", over TLS with a certificate made here, started with
+# exactly the environment variables of the admin guide), and a demo workspace whose agent holds
+# tunnels to both regions, with a small web app behind it. Runs in the foreground; Ctrl-C stops
+# everything it started.
 set -eu
 cd "$(dirname "$0")/.."
 BIN=$(pwd)/build/coder
@@ -10,6 +11,7 @@ STATE=$(pwd)/.run
 PRIMARY_ADDR=${PRIMARY_ADDR:-127.0.0.1:3000}
 PROXY_HTTP=${PROXY_HTTP:-127.0.0.1:3001}
 PROXY_TLS=${PROXY_TLS:-127.0.0.1:3444}
+APP_ADDR=${APP_ADDR:-127.0.0.1:3080}
 EMAIL=admin@example.com
 USERNAME=admin
 PASSWORD=${CODER_DEMO_PASSWORD:-Demo-Password-1234!}
@@ -80,6 +82,30 @@ for _ in $(seq 1 150); do
     sleep 0.2
 done
 
+# The demo workspace: a static site as its app, and its agent. The agent token is shown once,
+# so it is kept (0600) in the state directory; without it the workspace is made again.
+mkdir -p "$STATE/app"
+printf '<!DOCTYPE html><title>Demo app</title><h1>Hello from the demo workspace</h1>\n' \
+    > "$STATE/app/index.html"
+python3 -m http.server --bind "${APP_ADDR%:*}" "${APP_ADDR#*:}" --directory "$STATE/app" \
+    > "$STATE/app.log" 2>&1 &
+pids="$pids $!"
+if [ ! -s "$STATE/agent-token" ] || ! "$BIN" list -o json | grep -q '"name": "demo"'; then
+    "$BIN" delete demo -y >/dev/null 2>&1 || true
+    (umask 077; "$BIN" create demo --app "site=http://$APP_ADDR,name=Demo site" |
+        sed -n 's/^Agent token: //p' > "$STATE/agent-token")
+fi
+CODER_AGENT_URL="http://$PRIMARY_ADDR" CODER_AGENT_TOKEN_FILE="$STATE/agent-token" \
+SSL_CERT_FILE="$STATE/ca.pem" \
+    "$BIN" agent > "$STATE/agent.log" 2>&1 &
+pids="$pids $!"
+healthy=""
+for _ in $(seq 1 100); do
+    healthy=$("$BIN" list -c workspace,healthy | awk '$1=="admin/demo"{print $2}')
+    [ "$healthy" = true ] && break
+    sleep 0.1
+done
+
 cat <<MSG
 
 Coder is running on loopback (state in $STATE):
@@ -87,10 +113,13 @@ Coder is running on loopback (state in $STATE):
   Primary (dashboard/API):  http://$PRIMARY_ADDR
   Workspace proxy newyork:  https://$PROXY_TLS  (and http://$PROXY_HTTP; CA: $STATE/ca.pem)
   Owner login:              $EMAIL / $PASSWORD   (username: $USERNAME)
-  CLI:                      export CODER_CONFIG_DIR=$STATE/client; $BIN wsproxy ls
+  Demo workspace:           admin/demo, agent "main", app "site" -> http://$APP_ADDR
+  CLI:                      export CODER_CONFIG_DIR=$STATE/client; $BIN wsproxy ls; $BIN list
 
 MSG
 "$BIN" wsproxy ls
 echo
-echo "Logs: $STATE/primary.log, $STATE/proxy.log.  Press Ctrl-C to stop."
+"$BIN" list -c workspace,status,healthy
+echo
+echo "Logs: $STATE/primary.log, $STATE/proxy.log, $STATE/agent.log.  Press Ctrl-C to stop."
 wait
