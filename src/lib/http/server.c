@@ -44,7 +44,8 @@ struct http_conn {
     bool stream_paused; /* reading stopped: too much pipelined input */
     bool closing;
     bool peer_eof;
-    int open; /* the stream and the timer; freed when both closed */
+    bool parsing; /* inside llhttp_execute: an exchange cannot end now */
+    int open;     /* the stream and the timer; freed when both closed */
     char remote_ip[64];
 };
 
@@ -146,6 +147,7 @@ exchange_new(struct http_conn *c)
     ex->start_ms = time_mono_ms();
     buf_init(&ex->req.body);
     buf_init(&ex->rbody);
+    buf_init(&ex->body_queue);
     ex->req.tls = c->tls;
     snprintf(ex->req.remote_ip, sizeof(ex->req.remote_ip), "%s", c->remote_ip);
     return ex;
@@ -170,6 +172,7 @@ exchange_free(struct http_exchange *ex)
     }
     free(ex->rheaders);
     buf_fini(&ex->rbody);
+    buf_fini(&ex->body_queue);
     for (size_t i = 0; i < ex->nparams; i++)
         free(ex->param_values[i]);
     free(ex);
@@ -311,17 +314,28 @@ serialize_response(struct http_exchange *ex, struct buf *out)
         buf_append(out, ex->rbody.data, ex->rbody.len);
 }
 
+static void exchange_done(struct http_exchange *ex);
+static void stream_settle(struct http_exchange *ex);
+static void body_flush(struct http_exchange *ex);
+static void exchange_end_now(struct http_exchange *ex);
+
 void
 http_exchange_finish(struct http_exchange *ex, int status)
 {
     if (ex->finished)
         return;
+    if (ex->conn && ex->conn->parsing && ex->streaming) {
+        ex->finish_deferred = status; /* stream_settle completes it */
+        return;
+    }
     ex->finished = true;
     ex->status = status;
     struct http_conn *c = ex->conn;
     struct http_server *s = ex->srv;
     if (c && s->shutting_down)
         ex->close_after = true;
+    if (ex->streaming && (!ex->req_complete || ex->body_queue.len))
+        ex->close_after = true; /* an unread body is still on the wire */
     if (c && !c->closing) {
         struct buf out;
         buf_init(&out);
@@ -329,6 +343,16 @@ http_exchange_finish(struct http_exchange *ex, int status)
         conn_send(c, out.data, out.len, ex->close_after);
         buf_fini(&out);
     }
+    exchange_done(ex);
+}
+
+/* After the response went out: the exchange goes, and the connection moves on to the next
+ * request (or closes). */
+static void
+exchange_done(struct http_exchange *ex)
+{
+    struct http_conn *c = ex->conn;
+    struct http_server *s = ex->srv;
     if (s->o.on_done)
         s->o.on_done(ex, s->o.arg);
     bool close_after = ex->close_after;
@@ -563,6 +587,14 @@ on_headers_complete(llhttp_t *p)
         ex->req.path = xstrdup(ex->req.target);
         ex->req.query = xstrdup("");
     }
+    if (c->srv->o.stream && c->srv->o.stream(ex, c->srv->o.arg)) {
+        /* The handler takes it from here: dispatch now, body as it arrives. */
+        ex->streaming = true;
+        ex->req.upgrade = p->upgrade;
+        c->paused = true;
+        uv_timer_stop(&c->timer);
+        return HPE_PAUSED;
+    }
     if (p->content_length > c->srv->o.max_body && (p->flags & F_CONTENT_LENGTH))
         return fail_request(c, 413, "Request body too large.");
     return 0;
@@ -573,6 +605,18 @@ on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct http_conn *c = p->data;
     struct http_exchange *ex = c->ex;
+    if (ex->streaming) {
+        if (ex->body_paused || !ex->body_cbs) {
+            buf_append(&ex->body_queue, at, n); /* at most what one read brought */
+            if (!c->stream_paused) {
+                net_stream_pause(c->s);
+                c->stream_paused = true;
+            }
+        } else if (ex->body_cbs->on_data) {
+            ex->body_cbs->on_data(ex, at, n, ex->body_arg);
+        }
+        return 0;
+    }
     if (ex->req.body.len + n > c->srv->o.max_body)
         return fail_request(c, 413, "Request body too large.");
     buf_append(&ex->req.body, at, n);
@@ -584,8 +628,12 @@ on_message_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
     struct http_exchange *ex = c->ex;
-    ex->close_after = !llhttp_should_keep_alive(p) || p->upgrade;
+    ex->close_after = ex->close_after || !llhttp_should_keep_alive(p) || p->upgrade;
     ex->req.upgrade = p->upgrade;
+    if (ex->streaming) {
+        ex->req_complete = true;
+        ex->end_pending = true; /* delivered once the parser returned (conn_process) */
+    }
     c->paused = true;
     uv_timer_stop(&c->timer);
     return HPE_PAUSED;
@@ -621,7 +669,9 @@ conn_process(struct http_conn *c, const char *data, size_t n)
             return;
         }
         c->exec_start = data;
+        c->parsing = true;
         llhttp_errno_t err = llhttp_execute(&c->parser, data, n);
+        c->parsing = false;
         size_t used = n;
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
             used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
@@ -637,14 +687,23 @@ conn_process(struct http_conn *c, const char *data, size_t n)
             c->prev_last = data[used - 1];
         data += used;
         n -= used;
+        if (err == HPE_OK && c->ex && c->ex->streaming && c->ex->dispatched) {
+            stream_settle(c->ex); /* body delivered mid-request; the handler may have ended */
+            return;
+        }
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
             struct http_exchange *ex = c->ex;
             if (n > 0)
                 buf_append(&c->pending, data, n);
             n = 0;
+            if (ex && ex->streaming && ex->dispatched) {
+                c->paused = true; /* the body is all in; the next request waits for the end */
+                stream_settle(ex);
+                return;
+            }
             ex->dispatched = true;
             c->srv->o.handler(ex, c->srv->o.arg);
-            return; /* finish() resumes with pending input */
+            return; /* finish() (or read_body) resumes with pending input */
         }
     }
 }
@@ -683,17 +742,21 @@ conn_teardown(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    struct http_exchange *aborted = NULL;
     if (c->ex) {
         /* A dispatched exchange belongs to the handler until it finishes (into the void). */
         if (c->ex->dispatched) {
             c->ex->conn = NULL;
             s->ndetached++;
+            aborted = c->ex;
         } else {
             exchange_free(c->ex);
         }
         c->ex = NULL;
     }
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    if (aborted && aborted->streaming && !aborted->finished && aborted->on_abort)
+        aborted->on_abort(aborted, aborted->stream_arg); /* the client is gone */
 }
 
 static void
@@ -734,9 +797,22 @@ c_on_eof(struct net_stream *st, void *arg)
     (void)st;
     struct http_conn *c = arg;
     c->peer_eof = true;
+    if (c->ex && c->ex->streaming && !c->ex->req_complete) {
+        conn_close(c); /* the body was cut short: the handler hears on_abort */
+        return;
+    }
     /* A request being answered still gets its response; then the connection ends. */
     if (c->ex == NULL || !c->ex->dispatched)
         conn_close(c);
+}
+
+static void
+c_on_drain(struct net_stream *st, void *arg)
+{
+    (void)st;
+    struct http_conn *c = arg;
+    if (c->ex && c->ex->on_drain)
+        c->ex->on_drain(c->ex, c->ex->stream_arg);
 }
 
 static void
@@ -751,7 +827,7 @@ c_on_close(struct net_stream *st, const char *why, void *arg)
     conn_release(c);
 }
 
-static const struct net_stream_cbs conn_cbs = {NULL, c_on_read, c_on_eof, NULL, c_on_close};
+static const struct net_stream_cbs conn_cbs = {NULL, c_on_read, c_on_eof, c_on_drain, c_on_close};
 
 static void
 on_connection(uv_stream_t *ls, int status)
@@ -984,4 +1060,195 @@ void
 http_server_free(struct http_server *s)
 {
     free(s);
+}
+
+/* ---- streaming ---------------------------------------------------------------------------- */
+
+/* Feeds the parser what waited in c->pending (the body, while it was not being read). */
+static void
+conn_resume_input(struct http_conn *c)
+{
+    c->paused = false;
+    llhttp_resume(&c->parser);
+    if (c->pending.len) {
+        struct buf p = c->pending;
+        buf_init(&c->pending);
+        conn_process(c, p.data, p.len);
+        buf_fini(&p);
+    }
+    if (c->stream_paused && !c->closing && c->ex && !c->ex->body_paused &&
+        c->ex->body_queue.len == 0) {
+        c->stream_paused = false;
+        net_stream_resume(c->s);
+    }
+}
+
+/* Delivers queued body while the handler reads; then a due on_end. */
+static void
+body_flush(struct http_exchange *ex)
+{
+    while (ex->body_queue.len && !ex->body_paused && ex->body_cbs) {
+        struct buf q = ex->body_queue;
+        buf_init(&ex->body_queue);
+        if (ex->body_cbs->on_data)
+            ex->body_cbs->on_data(ex, q.data, q.len, ex->body_arg);
+        buf_fini(&q);
+    }
+    if (ex->end_pending && !ex->body_paused && ex->body_queue.len == 0 && ex->body_cbs) {
+        ex->end_pending = false;
+        if (ex->body_cbs->on_end)
+            ex->body_cbs->on_end(ex, ex->body_arg);
+    }
+}
+
+void
+http_exchange_read_body(struct http_exchange *ex, const struct http_body_cbs *cbs, void *arg)
+{
+    ex->body_cbs = cbs;
+    ex->body_arg = arg;
+    struct http_conn *c = ex->conn;
+    body_flush(ex);
+    if (c && !c->closing && !ex->req_complete && c->ex == ex)
+        conn_resume_input(c);
+}
+
+void
+http_exchange_pause_body(struct http_exchange *ex)
+{
+    struct http_conn *c = ex->conn;
+    ex->body_paused = true;
+    if (c && !c->closing && !c->stream_paused) {
+        net_stream_pause(c->s);
+        c->stream_paused = true;
+    }
+}
+
+void
+http_exchange_resume_body(struct http_exchange *ex)
+{
+    if (!ex->body_paused)
+        return;
+    ex->body_paused = false;
+    body_flush(ex);
+    struct http_conn *c = ex->conn;
+    if (c && !c->closing && c->stream_paused && !ex->body_paused && ex->body_queue.len == 0 &&
+        !ex->req_complete) {
+        c->stream_paused = false;
+        net_stream_resume(c->s);
+    }
+}
+
+void
+http_exchange_set_stream_cbs(struct http_exchange *ex,
+                             void (*on_drain)(struct http_exchange *ex, void *arg),
+                             void (*on_abort)(struct http_exchange *ex, void *arg), void *arg)
+{
+    ex->on_drain = on_drain;
+    ex->on_abort = on_abort;
+    ex->stream_arg = arg;
+}
+
+int
+http_exchange_begin(struct http_exchange *ex, int status)
+{
+    struct http_conn *c = ex->conn;
+    if (ex->head_sent || ex->finished || !c || c->closing)
+        return -1;
+    ex->head_sent = true;
+    ex->status = status;
+    bool head = ex->req.method && strcmp(ex->req.method, "HEAD") == 0;
+    bool no_body = head || status == 204 || status == 304 || status < 200;
+    if (ex->srv->shutting_down)
+        ex->close_after = true;
+    struct buf out;
+    buf_init(&out);
+    buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    for (size_t i = 0; i < ex->nrheaders; i++)
+        buf_printf(&out, "%s: %s\r\n", ex->rheaders[i].name, ex->rheaders[i].value);
+    if (!no_body && !http_exchange_has_header(ex, "Content-Length")) {
+        ex->chunked = true;
+        buf_puts(&out, "Transfer-Encoding: chunked\r\n");
+    }
+    if (ex->close_after)
+        buf_puts(&out, "Connection: close\r\n");
+    buf_puts(&out, "\r\n");
+    int rc = net_stream_write(c->s, out.data, out.len);
+    buf_fini(&out);
+    return rc < 0 ? -1 : 0;
+}
+
+int
+http_exchange_write(struct http_exchange *ex, const void *data, size_t n)
+{
+    struct http_conn *c = ex->conn;
+    if (!ex->head_sent || ex->finished || !c || c->closing)
+        return -1;
+    if (n == 0)
+        return 1;
+    int rc;
+    if (ex->chunked) {
+        char size[24];
+        int len = snprintf(size, sizeof(size), "%zx\r\n", n);
+        if (net_stream_write(c->s, size, (size_t)len) < 0)
+            return -1;
+        if (net_stream_write(c->s, data, n) < 0)
+            return -1;
+        rc = net_stream_write(c->s, "\r\n", 2);
+    } else {
+        rc = net_stream_write(c->s, data, n);
+    }
+    return rc;
+}
+
+void
+http_exchange_end(struct http_exchange *ex)
+{
+    if (ex->finished)
+        return;
+    if (ex->conn && ex->conn->parsing) {
+        ex->end_deferred = true; /* stream_settle completes it */
+        return;
+    }
+    exchange_end_now(ex);
+}
+
+/* After the parser returned: completes an end or finish asked for during it, else delivers
+ * queued body and a due on_end. The exchange may be gone afterwards. */
+static void
+stream_settle(struct http_exchange *ex)
+{
+    if (ex->end_deferred) {
+        exchange_end_now(ex);
+        return;
+    }
+    if (ex->finish_deferred) {
+        int status = ex->finish_deferred;
+        ex->finish_deferred = 0;
+        http_exchange_finish(ex, status);
+        return;
+    }
+    body_flush(ex);
+}
+
+static void
+exchange_end_now(struct http_exchange *ex)
+{
+    ex->finished = true;
+    struct http_conn *c = ex->conn;
+    if (c && !c->closing) {
+        if (!ex->head_sent) {
+            ex->close_after = true;
+            http_exchange_begin(ex, 502);
+        }
+        if (ex->chunked)
+            net_stream_write(c->s, "0\r\n\r\n", 5);
+        /* A body not read to its end is still on the wire: this connection cannot go on. */
+        if (!ex->req_complete || ex->body_queue.len)
+            ex->close_after = true;
+        if (ex->close_after) {
+            net_stream_shutdown(c->s);
+            conn_arm_timer(c, LINGER_MS);
+        }
+    }
+    exchange_done(ex);
 }

@@ -41,6 +41,16 @@ struct http_server;
 typedef void (*http_handler_fn)(struct http_exchange *ex, void *arg);
 /* Called once per finished exchange (metrics, access logs), before it is freed. */
 typedef void (*http_done_fn)(struct http_exchange *ex, void *arg);
+/* Decides, once the request head is in, whether the handler streams this request: it is
+ * dispatched at once, takes the body as it arrives (http_exchange_read_body) and may stream its
+ * response (http_exchange_begin/_write/_end). For a reverse proxy. */
+typedef bool (*http_stream_fn)(struct http_exchange *ex, void *arg);
+
+/* The body of a streamed request, as it arrives. */
+struct http_body_cbs {
+    void (*on_data)(struct http_exchange *ex, const char *data, size_t n, void *arg);
+    void (*on_end)(struct http_exchange *ex, void *arg); /* the whole body was delivered */
+};
 
 struct http_exchange {
     struct http_request req;
@@ -60,6 +70,21 @@ struct http_exchange {
     struct http_server *srv;
     bool dispatched; /* handed to the handler */
     bool finished;
+    /* streaming */
+    bool streaming;        /* dispatched at the head (stream_fn said so) */
+    bool req_complete;     /* the whole request was parsed */
+    bool body_paused;      /* the handler asked the body to wait */
+    bool end_pending;      /* on_end is due once the queue drains */
+    bool head_sent;        /* http_exchange_begin was called */
+    bool chunked;          /* the response is framed in chunks */
+    bool end_deferred;     /* ended from inside the parser: completed once it returns */
+    int finish_deferred;   /* finished (with this status) from inside the parser */
+    struct buf body_queue; /* body that arrived while paused (bounded by one read) */
+    const struct http_body_cbs *body_cbs;
+    void *body_arg;
+    void (*on_drain)(struct http_exchange *ex, void *arg);
+    void (*on_abort)(struct http_exchange *ex, void *arg);
+    void *stream_arg;
     bool close_after;
 };
 
@@ -73,6 +98,7 @@ struct http_server_opts {
     int64_t header_timeout_ms; /* 0 = 10 s to receive a whole request head */
     int64_t idle_timeout_ms;   /* 0 = 60 s between requests on a keep-alive connection */
     size_t max_conns;          /* 0 = 10000; over it new connections are closed at once */
+    http_stream_fn stream;     /* NULL: every request is buffered */
 };
 
 /* Creates a server on loop. The opts are copied. */
@@ -111,6 +137,25 @@ void http_exchange_finish(struct http_exchange *ex, int status);
  * did not ask for an upgrade or its connection is gone. */
 struct net_stream *http_exchange_upgrade(struct http_exchange *ex, const struct net_stream_cbs *cbs,
                                          void *arg, struct buf *early);
+/* Streaming (ex->streaming requests only). read_body starts the body flowing into cbs; pause and
+ * resume hold it back (the connection stops reading: backpressure to the client). */
+void http_exchange_read_body(struct http_exchange *ex, const struct http_body_cbs *cbs, void *arg);
+void http_exchange_pause_body(struct http_exchange *ex);
+void http_exchange_resume_body(struct http_exchange *ex);
+/* on_drain runs when a write that answered 0 may go on; on_abort when the client went away
+ * (the handler still ends the exchange, with http_exchange_end). */
+void http_exchange_set_stream_cbs(struct http_exchange *ex,
+                                  void (*on_drain)(struct http_exchange *ex, void *arg),
+                                  void (*on_abort)(struct http_exchange *ex, void *arg), void *arg);
+/* Sends the status and the headers set on ex. Without a Content-Length header the body is
+ * chunked. Returns 0, or -1 when the client is gone. */
+int http_exchange_begin(struct http_exchange *ex, int status);
+/* Sends body bytes. Returns 1 (go on), 0 (wait for on_drain) or -1 (the client is gone). */
+int http_exchange_write(struct http_exchange *ex, const void *data, size_t n);
+/* Ends the response (and the exchange, which is freed). A request whose body was not read to
+ * the end closes the connection after the response. */
+void http_exchange_end(struct http_exchange *ex);
+
 /* Shorthands: body + Content-Type + finish. */
 void http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body);
 /* {"message": msg, "detail": detail?} as application/json. */
