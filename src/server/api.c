@@ -6,6 +6,7 @@
 #include "http/common.h"
 #include "http/router.h"
 #include "proxyhealth.h"
+#include "apps.h"
 #include "tunnel/table.h"
 #include "worker.h"
 
@@ -254,6 +255,13 @@ api_handle(struct http_exchange *ex, void *arg)
 {
     struct primary *p = arg;
     http_common_headers(ex, p->cfg.hsts_max_age, p->cfg.hsts_options);
+    if (ex->streaming && str_has_prefix(ex->req.path, "/@")) {
+        if (p->stopping)
+            http_reply_error(ex, 503, "The server is shutting down.", NULL);
+        else
+            apps_handle(ex, p);
+        return;
+    }
     int i = http_route_find(loop_routes, ARRAY_LEN(loop_routes), ex);
     if (i >= 0) {
         loop_routes[i].fn(ex, p);

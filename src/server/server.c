@@ -14,6 +14,7 @@
 #include "metrics/metrics.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "apps.h"
 #include "tunnel/table.h"
 #include "worker.h"
 
@@ -220,7 +221,8 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     p->client = http_client_new(p->loop);
     p->health = proxyhealth_new(p);
     p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
-    struct http_server_opts hopts = {.handler = handle, .arg = r, .on_done = on_done};
+    struct http_server_opts hopts = {
+        .handler = handle, .arg = r, .on_done = on_done, .stream = apps_stream_match};
     p->http = http_server_new(p->loop, &hopts);
     if (serveropts_listen(&o->net, p->http, err) < 0)
         return -1;

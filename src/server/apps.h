@@ -1,0 +1,12 @@
+/* Workspace apps served by the primary itself (path apps); see apps.c. */
+#ifndef SERVER_APPS_H
+#define SERVER_APPS_H
+
+#include "primary.h"
+
+/* The http server's stream decision: path-app requests are relayed as they arrive. */
+bool apps_stream_match(struct http_exchange *ex, void *arg);
+/* Serves a request for /@user/workspace[.agent]/apps/slug/... */
+void apps_handle(struct http_exchange *ex, struct primary *p);
+
+#endif

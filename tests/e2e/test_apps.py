@@ -1,0 +1,166 @@
+"""Path apps at the primary (issue 3, part 4): /@user/workspace[.agent]/apps/slug/ relayed to the
+app through the agent's tunnel, streaming both ways, with Coder's credentials kept away from the
+app and forwarding headers set by us."""
+
+import hashlib
+import http.server
+import json
+import threading
+
+import pytest
+import requests
+
+from harness import Api, OWNER_USERNAME, free_port, wait_for
+
+BIG = 32 << 20
+
+
+def _blob(n):
+    return hashlib.shake_256(b"coder").digest(n)
+
+
+class AppHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, code, body, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.startswith("/big"):
+            self._send(200, _blob(BIG), "application/octet-stream")
+        elif self.path.startswith("/headers"):
+            self._send(200, json.dumps({"path": self.path,
+                                        "headers": dict(self.headers.items())}).encode())
+        else:
+            self._send(200, b"hello from the app", "text/plain")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        h = hashlib.sha256()
+        left = n
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+        self._send(200, json.dumps({"received": n - left, "sha256": h.hexdigest()}).encode())
+
+
+@pytest.fixture(scope="module")
+def app_port():
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield port
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def env(mctx, app_port):
+    stack = mctx.stack()
+    r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
+                         "--app", f"gone=http://127.0.0.1:{free_port()}")
+    assert r.rc == 0, r
+    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                              "CODER_AGENT_TOKEN": token})
+    agent.start()
+
+    def connected():
+        ws = stack.api.get("/api/v2/users/me/workspace/dev").json()
+        return ws["latest_build"]["resources"][0]["agents"][0]["status"] == "connected"
+
+    wait_for(connected, 10, 0.1, "agent connected")
+    s = requests.Session()
+    s.headers["Coder-Session-Token"] = stack.client.token()
+    return stack, agent, s
+
+
+def _url(stack, rest, ws="dev"):
+    return f"{stack.primary.url}/@{OWNER_USERNAME}/{ws}/apps/{rest}"
+
+
+def test_get_and_slash_redirect(env):
+    stack, _, s = env
+    r = s.get(_url(stack, "site"), allow_redirects=False)
+    assert r.status_code == 307
+    assert r.headers["Location"] == f"/@{OWNER_USERNAME}/dev/apps/site/"
+    r = s.get(_url(stack, "site/"))
+    assert r.status_code == 200 and r.text == "hello from the app"
+    # The agent may be named.
+    r = s.get(f"{stack.primary.url}/@{OWNER_USERNAME}/dev.main/apps/site/")
+    assert r.status_code == 200
+
+
+def test_download_and_upload_byte_exact(env):
+    stack, _, s = env
+    r = s.get(_url(stack, "site/big"), stream=True)
+    assert r.status_code == 200
+    h = hashlib.sha256()
+    for chunk in r.iter_content(1 << 20):
+        h.update(chunk)
+    assert h.hexdigest() == hashlib.sha256(_blob(BIG)).hexdigest()
+    body = _blob(BIG)
+    r = s.post(_url(stack, "site/upload"), data=body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"received": BIG, "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_what_the_app_sees(env):
+    stack, _, s = env
+    r = s.get(_url(stack, "site/headers?x=1"),
+              headers={"X-Forwarded-Host": "evil.example.com", "X-Forwarded-For": "6.6.6.6",
+                       "Cookie": f"coder_session_token={stack.client.token()}; theirs=1"})
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    h = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["path"] == "/headers?x=1"  # the app prefix is stripped
+    assert h["x-forwarded-for"] == "127.0.0.1"
+    assert h["x-forwarded-host"] != "evil.example.com"
+    assert h["cookie"] == "theirs=1"
+    assert "coder-session-token" not in h
+    assert stack.client.token() not in json.dumps(seen)
+    # The app's CORS headers do not reach the browser.
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_access_is_the_owners(env):
+    stack, _, _ = env
+    anon = requests.get(_url(stack, "site/"))
+    assert anon.status_code == 401
+    r = stack.api.post("/api/v2/users", json={"email": "m@example.com", "username": "member",
+                                              "password": "SomeSecure-Pass1!",
+                                              "login_type": "password"})
+    assert r.status_code == 201, r.text
+    login = Api(stack.primary.url, None).post(
+        "/api/v2/users/login", json={"email": "m@example.com", "password": "SomeSecure-Pass1!"})
+    member = requests.get(_url(stack, "site/"),
+                          headers={"Coder-Session-Token": login.json()["session_token"]})
+    assert member.status_code == 404
+    s = requests.Session()
+    s.headers["Coder-Session-Token"] = stack.client.token()
+    assert s.get(_url(stack, "nope/")).status_code == 404
+    assert s.get(_url(stack, "site/", ws="nows")).status_code == 404
+
+
+def test_app_down_and_agent_down(env):
+    stack, agent, s = env
+    r = s.get(_url(stack, "gone/"))
+    assert r.status_code == 502
+    assert "connection refused" in r.json()["detail"]
+    assert agent.stop() == 0
+    r = s.get(_url(stack, "site/"))
+    assert r.status_code == 502
+    assert r.json()["message"] == "Agent is not connected."
+    agent.start()
