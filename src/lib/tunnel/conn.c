@@ -3,10 +3,9 @@
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
+#include "http/upgrade.h"
 #include "http/url.h"
 
-#include <jansson.h>
-#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +13,6 @@
 #define OUTPUT_CHUNK (64u << 10)
 #define TICK_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 10000
-#define MAX_UPGRADE_HEAD (16u << 10)
-#define MAX_UPGRADE_BODY (4u << 10)
 
 struct tunnel_conn {
     uv_loop_t *loop;
@@ -33,14 +30,9 @@ struct tunnel_conn {
     bool closing;
     int open; /* the stream, the timer and the prepare handle */
     char why[256];
-    /* Dialling only: the upgrade response being read. */
+    /* Dialling only: the upgrade under way. */
     bool upgrading;
-    llhttp_t parser;
-    llhttp_settings_t settings;
-    size_t head_bytes;
-    int status;
-    struct buf body;
-    struct buf request;
+    struct http_upgrade *up;
 };
 
 static void tc_flush(struct tunnel_conn *tc);
@@ -57,8 +49,6 @@ tc_release(struct tunnel_conn *tc)
     if (tc->cbs->on_close)
         tc->cbs->on_close(tc, tc->why[0] ? tc->why : NULL, tc->arg);
     buf_fini(&tc->out);
-    buf_fini(&tc->body);
-    buf_fini(&tc->request);
     free(tc);
 }
 
@@ -251,8 +241,6 @@ tc_alloc(uv_loop_t *loop, const struct tunnel_conn_cbs *cbs, void *arg)
     tc->cbs = cbs;
     tc->arg = arg;
     buf_init(&tc->out);
-    buf_init(&tc->body);
-    buf_init(&tc->request);
     uv_timer_init(loop, &tc->timer);
     uv_prepare_init(loop, &tc->prep);
     tc->timer.data = tc->prep.data = tc;
@@ -296,6 +284,11 @@ tunnel_conn_close(struct tunnel_conn *tc)
 {
     if (tc->closing)
         return;
+    if (tc->up) { /* still dialling: give up, the stream never becomes ours */
+        http_upgrade_cancel(tc->up);
+        tc->up = NULL;
+        tc->open--;
+    }
     if (tc->t && !tc->upgrading) {
         tunnel_shutdown(tc->t);
         tc_flush(tc);
@@ -305,118 +298,36 @@ tunnel_conn_close(struct tunnel_conn *tc)
 
 /* ---- dialling: the upgrade handshake ---- */
 
-static int
-u_status(llhttp_t *p, const char *at, size_t n)
-{
-    (void)at;
-    struct tunnel_conn *tc = p->data;
-    tc->head_bytes += n;
-    return tc->head_bytes > MAX_UPGRADE_HEAD ? -1 : 0;
-}
-
-static int
-u_header(llhttp_t *p, const char *at, size_t n)
-{
-    (void)at;
-    return u_status(p, at, n);
-}
-
-static int
-u_headers_complete(llhttp_t *p)
-{
-    struct tunnel_conn *tc = p->data;
-    tc->status = p->status_code;
-    return 0;
-}
-
-static int
-u_body(llhttp_t *p, const char *at, size_t n)
-{
-    struct tunnel_conn *tc = p->data;
-    if (tc->body.len + n > MAX_UPGRADE_BODY)
-        return -1;
-    buf_append(&tc->body, at, n);
-    return 0;
-}
-
-static int
-u_message_complete(llhttp_t *p)
-{
-    (void)p;
-    return HPE_PAUSED;
-}
-
-/* A refused upgrade: the region's JSON message, or the status. */
 static void
-refused(struct tunnel_conn *tc)
-{
-    json_t *j = json_loadb(tc->body.data ? tc->body.data : "", tc->body.len, 0, NULL);
-    const char *msg = json_string_value(json_object_get(j, "message"));
-    if (msg)
-        tc_fail(tc, "tunnel refused with status %d: %s", tc->status, msg);
-    else
-        tc_fail(tc, "tunnel refused with status %d", tc->status);
-    json_decref(j);
-}
-
-static void
-d_read(struct net_stream *st, const uint8_t *data, size_t n, void *arg)
+on_upgraded(struct net_stream *st, const struct buf *early, int status, const char *err, void *arg)
 {
     struct tunnel_conn *tc = arg;
-    llhttp_errno_t e = llhttp_execute(&tc->parser, (const char *)data, n);
-    if ((e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED) && tc->status == 101) {
-        const char *pos = llhttp_get_error_pos(&tc->parser);
-        size_t used = (size_t)(pos - (const char *)data);
-        tc->upgrading = false;
-        uv_timer_stop(&tc->timer);
-        net_stream_bind(st, &stream_cbs, tc);
-        tc_start(tc, TUNNEL_SERVER, NULL, data + used, n - used);
+    tc->up = NULL;
+    if (!st) {
+        if (status)
+            snprintf(tc->why, sizeof(tc->why), "tunnel refused with status %d%s%s", status,
+                     err && *err ? ": " : "", err ? err : "");
+        else
+            snprintf(tc->why, sizeof(tc->why), "%s", err ? err : "tunnel handshake failed");
+        tc->open--; /* no stream will report */
+        tc_close_now(tc);
         return;
     }
-    if (e == HPE_PAUSED) {
-        refused(tc);
-        return;
-    }
-    if (e != HPE_OK)
-        tc_fail(tc, "tunnel handshake: malformed response from the region");
+    tc->upgrading = false;
+    uv_timer_stop(&tc->timer);
+    tc->st = st;
+    net_stream_bind(st, &stream_cbs, tc);
+    tc_start(tc, TUNNEL_SERVER, NULL, (const uint8_t *)early->data, early->len);
 }
-
-static void
-d_connect(struct net_stream *st, const char *err, void *arg)
-{
-    struct tunnel_conn *tc = arg;
-    if (err) {
-        snprintf(tc->why, sizeof(tc->why), "%s", err);
-        return; /* the stream closes itself: s_close-like path via d_close */
-    }
-    net_stream_write(st, tc->request.data, tc->request.len);
-}
-
-static void
-d_eof(struct net_stream *st, void *arg)
-{
-    (void)st;
-    struct tunnel_conn *tc = arg;
-    if (tc->status && tc->status != 101) {
-        llhttp_finish(&tc->parser);
-        refused(tc);
-        return;
-    }
-    tc_fail(tc, "tunnel handshake: the region closed the connection");
-}
-
-static void
-d_close(struct net_stream *st, const char *why, void *arg)
-{
-    s_close(st, why, arg);
-}
-
-static const struct net_stream_cbs dial_cbs = {d_connect, d_read, d_eof, NULL, d_close};
 
 static void
 on_handshake_timeout(uv_timer_t *timer)
 {
-    tc_fail(timer->data, "tunnel handshake: timed out after %d s", HANDSHAKE_TIMEOUT_MS / 1000);
+    struct tunnel_conn *tc = timer->data;
+    http_upgrade_cancel(tc->up);
+    tc->up = NULL;
+    tc->open--; /* the stream never became ours */
+    tc_fail(tc, "tunnel handshake: timed out after %d s", HANDSHAKE_TIMEOUT_MS / 1000);
 }
 
 struct tunnel_conn *
@@ -425,43 +336,23 @@ tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct
 {
     struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
     tc->upgrading = true;
-    struct url u;
-    bool https = false;
-    if (url_parse(url, &u) < 0 ||
-        !((https = str_eq(u.scheme, "https")) || str_eq(u.scheme, "http"))) {
-        if (u.scheme)
-            url_free(&u);
+    const char *hdrs[16];
+    size_t n = 0;
+    hdrs[n++] = "Coder-Tunnel-Version: 1";
+    for (size_t i = 0; headers && headers[i] && n < 15; i++)
+        hdrs[n++] = headers[i];
+    hdrs[n] = NULL;
+    char *err = NULL;
+    tc->up = http_upgrade_dial(loop, url, "/api/v2/workspaceagents/me/tunnel", "coder-tunnel", hdrs,
+                               tls, HANDSHAKE_TIMEOUT_MS, on_upgraded, tc, &err);
+    if (!tc->up) {
         snprintf(tc->why, sizeof(tc->why), "invalid region URL \"%s\"", url);
-        tc->closing = true;
-        tc->open = 2; /* no stream */
-        close_handles(tc);
+        free(err);
+        tc->open--; /* no stream */
+        tc_close_now(tc);
         return tc;
     }
-    int port = u.port ? u.port : url_default_port(&u);
-    struct buf *r = &tc->request;
-    buf_printf(r, "GET %s/api/v2/workspaceagents/me/tunnel HTTP/1.1\r\n",
-               str_eq(u.path, "/") ? "" : u.path);
-    buf_printf(r, "Host: %s%s%s:%d\r\n", u.ipv6 ? "[" : "", u.host, u.ipv6 ? "]" : "", port);
-    buf_puts(r, "Connection: Upgrade\r\nUpgrade: coder-tunnel\r\nCoder-Tunnel-Version: 1\r\n");
-    for (size_t i = 0; headers && headers[i]; i++) {
-        if (strpbrk(headers[i], "\r\n"))
-            continue;
-        buf_printf(r, "%s\r\n", headers[i]);
-    }
-    buf_puts(r, "\r\n");
-    llhttp_settings_init(&tc->settings);
-    tc->settings.on_status = u_status;
-    tc->settings.on_header_field = u_header;
-    tc->settings.on_header_value = u_header;
-    tc->settings.on_headers_complete = u_headers_complete;
-    tc->settings.on_body = u_body;
-    tc->settings.on_message_complete = u_message_complete;
-    llhttp_init(&tc->parser, HTTP_RESPONSE, &tc->settings);
-    tc->parser.data = tc;
     uv_timer_start(&tc->timer, on_handshake_timeout, HANDSHAKE_TIMEOUT_MS, 0);
-    tc->st = net_stream_dial(loop, u.host, port, https ? tls : NULL, NULL, HANDSHAKE_TIMEOUT_MS,
-                             &dial_cbs, tc);
-    url_free(&u);
     return tc;
 }
 
