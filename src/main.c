@@ -34,6 +34,8 @@ static const struct command root_cmds[] = {
     {"create", NULL, cmd_create, NULL, "Create a workspace"},
     {"list", "ls", cmd_list, NULL, "List workspaces"},
     {"delete", "rm", cmd_delete, NULL, "Delete a workspace"},
+    {"port-forward", "tunnel", cmd_port_forward, NULL,
+     "Forward ports from a workspace to the local machine."},
     {"login", NULL, cmd_login, NULL, "Authenticate with Coder deployment"},
     {"logout", NULL, cmd_logout, NULL, "Unauthenticate your local session"},
     {"version", NULL, cmd_version, NULL, "Show coder version"},

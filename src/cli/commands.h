@@ -14,5 +14,6 @@ int cmd_wsproxy_regenerate_token(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
+int cmd_port_forward(int argc, char **argv);
 
 #endif

@@ -74,6 +74,9 @@ static const struct api_route api_routes[] = {
     {{"GET", "/api/v2/workspaceagents/me/tunnel", NULL}, api_agents_tunnel, API_AUTH_AGENT},
     {{"GET", "/api/v2/workspaceagents/me/regions", NULL}, api_agents_regions, API_AUTH_AGENT},
     {{"GET", "/api/v2/workspaceagents/{workspaceagent}", NULL}, api_agents_get, API_AUTH_USER},
+    {{"GET", "/api/v2/workspaceagents/{workspaceagent}/port-forward", NULL},
+     api_agents_port_forward,
+     API_AUTH_USER},
     {{"GET", "/api/v2/workspaceproxies/me/crypto-keys", NULL},
      api_proxies_crypto_keys,
      API_AUTH_PROXY},
@@ -221,7 +224,12 @@ api_job_done(void *arg)
     struct api_job *j = arg;
     struct api_ctx *c = &j->c;
     struct primary *p = c->p;
-    if (c->tunnel_agent[0] && c->ex->status == 101) {
+    if (c->forward_agent[0] && c->ex->status == 101) {
+        if (p->stopping)
+            http_reply_error(c->ex, 503, "The server is shutting down.", NULL);
+        else
+            apps_port_forward(p, c->ex, c->forward_agent, c->forward_port);
+    } else if (c->tunnel_agent[0] && c->ex->status == 101) {
         if (p->stopping)
             http_reply_error(c->ex, 503, "The server is shutting down.", NULL);
         else

@@ -540,24 +540,36 @@ api_auth_agent(struct api_ctx *c)
     return -1;
 }
 
-void
-api_agents_get(struct api_ctx *c)
+/* The agent named by {workspaceagent} and its (live) workspace: a STORE_E code, or -100 after
+ * answering 400 for a malformed id. */
+static int
+agent_param(struct api_ctx *c, struct store_agent *a, struct store_workspace *w)
 {
     const char *param = http_exchange_param(c->ex, "workspaceagent");
     char id[37];
     if (!param || !uuid_valid(param)) {
         api_reply_error(c, 400, "Invalid UUID.", NULL);
-        return;
+        return -100;
     }
     snprintf(id, sizeof(id), "%s", param);
+    int rc = store_agent_by_id(c->st, str_lower(id), a);
+    if (rc == 0)
+        rc = store_workspace_by_id(c->st, a->workspace_id, w);
+    if (rc == 0 && w->deleted)
+        rc = STORE_ENOTFOUND;
+    return rc;
+}
+
+void
+api_agents_get(struct api_ctx *c)
+{
     struct store_agent a = {0};
     struct store_workspace w = {0};
     struct store_user owner = {0};
-    int rc = store_agent_by_id(c->st, str_lower(id), &a);
-    if (rc == 0)
-        rc = store_workspace_by_id(c->st, a.workspace_id, &w);
-    if (rc == 0 &&
-        (w.deleted || (strcmp(w.owner_id, c->user.id) != 0 && !api_user_is_owner(&c->user))))
+    int rc = agent_param(c, &a, &w);
+    if (rc == -100)
+        return;
+    if (rc == 0 && strcmp(w.owner_id, c->user.id) != 0 && !api_user_is_owner(&c->user))
         rc = STORE_ENOTFOUND;
     if (rc == STORE_ENOTFOUND)
         not_found(c);
@@ -689,4 +701,44 @@ out:
     OPENSSL_cleanse(key, sizeof(key));
     store_proxies_free(px, npx);
     store_workspace_fini(&w);
+}
+
+/* GET /api/v2/workspaceagents/{id}/port-forward?port=N (Upgrade: coder-tcp): a TCP stream to a
+ * port in the workspace, for `coder port-forward`. The owner's only, as path apps. */
+void
+api_agents_port_forward(struct api_ctx *c)
+{
+    const char *up = http_request_header(&c->ex->req, "Upgrade");
+    if (!c->ex->req.upgrade || !up || !str_eq_ci(up, "coder-tcp")) {
+        api_reply_error(c, 400, "Expected an upgrade to coder-tcp.",
+                        "Send Connection: Upgrade and Upgrade: coder-tcp.");
+        return;
+    }
+    char *q = http_request_query_param(&c->ex->req, "port");
+    char *end = NULL;
+    long port = q ? strtol(q, &end, 10) : 0;
+    bool bad = !q || *q == '\0' || *end != '\0' || port < 9 || port > 65535;
+    free(q);
+    if (bad) {
+        api_reply_error(c, 400, "Invalid port.", "port must be a number from 9 to 65535.");
+        return;
+    }
+    struct store_agent a = {0};
+    struct store_workspace w = {0};
+    int rc = agent_param(c, &a, &w);
+    if (rc == -100)
+        return;
+    if (rc == 0 && strcmp(w.owner_id, c->user.id) != 0)
+        rc = STORE_ENOTFOUND;
+    if (rc == STORE_ENOTFOUND) {
+        not_found(c);
+    } else if (rc < 0) {
+        api_reply_error(c, 500, "Internal error fetching agent.", NULL);
+    } else {
+        snprintf(c->forward_agent, sizeof(c->forward_agent), "%s", a.id);
+        c->forward_port = (int)port;
+        c->ex->status = 101;
+    }
+    store_workspace_fini(&w);
+    store_agent_fini(&a);
 }

@@ -557,3 +557,83 @@ apps_handle(struct http_exchange *ex, struct primary *p)
     }
     worker_submit(p->worker, resolve_run, resolve_done, r);
 }
+
+/* ---- port forwarding: a TCP stream to a workspace port, over an upgraded connection ---- */
+
+struct pf_req {
+    struct primary *p;
+    struct http_exchange *ex;
+    struct tunnel_stream *ts;
+};
+
+static void
+pf_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, size_t nh,
+            void *arg)
+{
+    struct pf_req *f = arg;
+    struct http_exchange *ex = f->ex;
+    if (status != 200) {
+        const char *why = "the agent refused the connection";
+        for (size_t i = 0; i < nh; i++) {
+            if (strcmp(h[i].name, "coder-error") == 0)
+                why = h[i].value;
+        }
+        http_reply_error(ex, 502, why, NULL); /* the CLI prints it after its own prefix */
+        f->ex = NULL;
+        tunnel_stream_reset(s, TUNNEL_CANCEL);
+        return; /* pf_close frees f */
+    }
+    /* Connected in the workspace: now the client's connection becomes the byte stream. */
+    http_exchange_header(ex, "Upgrade", "coder-tcp");
+    struct buf early;
+    buf_init(&early);
+    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
+    f->ex = NULL;
+    if (!st) {
+        tunnel_stream_reset(s, TUNNEL_CANCEL);
+        buf_fini(&early);
+        return;
+    }
+    f->ts = NULL;
+    free(f); /* the pipe owns both ends from here */
+    tunnel_pipe(s, st);
+    if (early.len)
+        tunnel_stream_write(s, early.data, early.len);
+    buf_fini(&early);
+}
+
+static void
+pf_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    (void)code;
+    struct pf_req *f = arg;
+    if (f->ex)
+        http_reply_error(f->ex, 502, "Failed to dial the workspace port.",
+                         "The agent's tunnel closed.");
+    free(f);
+}
+
+static const struct tunnel_stream_cbs pf_cbs = {pf_response, NULL, NULL, NULL, pf_close};
+
+void
+apps_port_forward(struct primary *p, struct http_exchange *ex, const char *agent_id, int port)
+{
+    struct tunnel_conn *tc = p->tunnels ? agent_tunnels_get(p->tunnels, agent_id) : NULL;
+    if (!tc) {
+        http_reply_error(ex, 502, "Agent is not connected.",
+                         "The workspace agent has no tunnel to this region.");
+        return;
+    }
+    char target[32];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    struct pf_req *f = xcalloc(1, sizeof(*f));
+    f->p = p;
+    f->ex = ex;
+    f->ts =
+        tunnel_stream_open(tunnel_conn_session(tc), "CONNECT", target, NULL, NULL, 0, &pf_cbs, f);
+    if (!f->ts) {
+        free(f);
+        http_reply_error(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
+    }
+}

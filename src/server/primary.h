@@ -63,11 +63,13 @@ struct api_ctx {
     struct store_proxy proxy; /* API_AUTH_PROXY */
     struct store_agent agent; /* API_AUTH_AGENT */
     /* Loop-side effects to run after the response (set by handlers). */
-    bool health_check;     /* run the proxy health checks now */
-    char registered[37];   /* a proxy replica registered: proxy id */
-    char deregistered[37]; /* a proxy deregistered: proxy id */
-    char tunnel_agent[37]; /* answer with the upgrade into this agent's tunnel */
-    json_t *drop_agents;   /* agent ids whose tunnels must close (workspace deleted) */
+    bool health_check;      /* run the proxy health checks now */
+    char registered[37];    /* a proxy replica registered: proxy id */
+    char deregistered[37];  /* a proxy deregistered: proxy id */
+    char tunnel_agent[37];  /* answer with the upgrade into this agent's tunnel */
+    json_t *drop_agents;    /* agent ids whose tunnels must close (workspace deleted) */
+    char forward_agent[37]; /* answer by forwarding to this agent's port forward_port */
+    int forward_port;
 };
 
 typedef void (*api_fn)(struct api_ctx *c);
@@ -123,6 +125,7 @@ void api_agents_get(struct api_ctx *c);
 void api_agents_manifest(struct api_ctx *c);
 void api_agents_tunnel(struct api_ctx *c);
 void api_agents_regions(struct api_ctx *c);
+void api_agents_port_forward(struct api_ctx *c);
 /* Looks up the agent token: 0 with c->agent filled, or replies 401 and returns -1. */
 int api_auth_agent(struct api_ctx *c);
 

@@ -605,3 +605,80 @@ net_stream_peer_ip(const struct net_stream *s)
 {
     return s->peer_ip;
 }
+
+/* ---- splicing two streams ---- */
+
+struct splice {
+    struct net_stream *end[2];
+    void (*on_done)(void *arg);
+    void *arg;
+};
+
+static int
+splice_side(struct splice *sp, struct net_stream *s)
+{
+    return sp->end[0] == s ? 0 : 1;
+}
+
+static void
+sp_read(struct net_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    struct splice *sp = arg;
+    struct net_stream *other = sp->end[1 - splice_side(sp, s)];
+    if (!other) {
+        net_stream_close(s);
+        return;
+    }
+    if (net_stream_write(other, d, n) == 0)
+        net_stream_pause(s); /* resumed when the other side drains */
+}
+
+static void
+sp_eof(struct net_stream *s, void *arg)
+{
+    struct splice *sp = arg;
+    struct net_stream *other = sp->end[1 - splice_side(sp, s)];
+    if (other)
+        net_stream_shutdown(other);
+}
+
+static void
+sp_drain(struct net_stream *s, void *arg)
+{
+    struct splice *sp = arg;
+    struct net_stream *other = sp->end[1 - splice_side(sp, s)];
+    if (other)
+        net_stream_resume(other);
+}
+
+static void
+sp_close(struct net_stream *s, const char *why, void *arg)
+{
+    (void)why;
+    struct splice *sp = arg;
+    int i = splice_side(sp, s);
+    sp->end[i] = NULL;
+    if (sp->end[1 - i]) {
+        net_stream_close(sp->end[1 - i]);
+    } else {
+        if (sp->on_done)
+            sp->on_done(sp->arg);
+        free(sp);
+    }
+}
+
+static const struct net_stream_cbs splice_cbs = {NULL, sp_read, sp_eof, sp_drain, sp_close};
+
+void
+net_stream_splice(struct net_stream *a, struct net_stream *b, void (*on_done)(void *arg), void *arg)
+{
+    struct splice *sp = xcalloc(1, sizeof(*sp));
+    sp->end[0] = a;
+    sp->end[1] = b;
+    sp->on_done = on_done;
+    sp->arg = arg;
+    net_stream_bind(a, &splice_cbs, sp);
+    net_stream_bind(b, &splice_cbs, sp);
+    net_stream_resume(a);
+    net_stream_resume(b);
+}

@@ -58,6 +58,12 @@ void net_stream_close(struct net_stream *s);
 /* Re-targets the callbacks (e.g. an HTTP upgrade hands the stream to the tunnel). */
 void net_stream_bind(struct net_stream *s, const struct net_stream_cbs *cbs, void *arg);
 
+/* Joins two streams: bytes flow both ways, each side paused while the other is full, a
+ * half-close carried across, a close closing the other. Frees itself when both are closed,
+ * after calling on_done (may be NULL). */
+void net_stream_splice(struct net_stream *a, struct net_stream *b, void (*on_done)(void *arg),
+                       void *arg);
+
 /* Bytes queued and not yet written to the socket. */
 size_t net_stream_queued(const struct net_stream *s);
 /* The negotiated ALPN protocol, or "". */
