@@ -12,7 +12,9 @@
 #include "proxyhealth.h"
 #include "tunnel/table.h"
 
+#include <errno.h>
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,10 +367,68 @@ out:
     json_decref(j);
 }
 
-/* GET /api/v2/workspaces?q=owner:me name:x */
+/* Reads the non-negative 32-bit query parameter key into *out (0 when absent). On a bad value
+ * adds Coder's validation to errs and returns -1. */
+static int
+query_uint(struct api_ctx *c, const char *key, int64_t *out, json_t *errs)
+{
+    char *v = http_request_query_param(&c->ex->req, key);
+    *out = 0;
+    if (!v || !v[0]) {
+        free(v);
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    const char *why = NULL;
+    if (end == v || *end != '\0')
+        why = "invalid syntax";
+    else if (errno == ERANGE || n > INT32_MAX || n < INT32_MIN)
+        why = "value out of range";
+    else if (n < 0)
+        why = "value is negative";
+    if (why) {
+        /* Go's strconv wording for the first two, as Coder passes it through. */
+        char *detail =
+            str_eq(why, "value is negative")
+                ? xasprintf("Query param \"%s\" must be a valid 32-bit positive integer: %s", key,
+                            why)
+                : xasprintf("Query param \"%s\" must be a valid 32-bit positive integer: "
+                            "strconv.ParseInt: parsing \"%s\": %s",
+                            key, v, why);
+        json_array_append_new(errs, json_pack("{s:s, s:s}", "field", key, "detail", detail));
+        free(detail);
+        free(v);
+        return -1;
+    }
+    *out = n;
+    free(v);
+    return 0;
+}
+
+static void
+reply_empty_list(struct api_ctx *c)
+{
+    api_reply_json(c, 200, json_pack("{s:[], s:i}", "workspaces", "count", 0));
+}
+
+/* GET /api/v2/workspaces?q=owner:me name:x&limit=N&offset=N: count is how many match before
+ * the page is cut, as in Coder. */
 void
 api_workspaces_list(struct api_ctx *c)
 {
+    struct store_workspace_filter flt = {0};
+    json_t *errs = json_array();
+    query_uint(c, "limit", &flt.limit, errs);
+    query_uint(c, "offset", &flt.offset, errs);
+    if (json_array_size(errs) > 0) {
+        api_reply_json(c, 400,
+                       json_pack("{s:s, s:o}", "message", "Query parameters have invalid values.",
+                                 "validations", errs));
+        return;
+    }
+    json_decref(errs);
     char *q = http_request_query_param(&c->ex->req, "q");
     char owner_name[128] = "", name[128] = "";
     for (char *save = NULL, *t = strtok_r(q ? q : (char *)"", " ", &save); t;
@@ -382,37 +442,35 @@ api_workspaces_list(struct api_ctx *c)
     }
     free(q);
     struct store_user filter = {0};
-    const char *owner_id = NULL;
     if (str_eq(owner_name, "me")) {
-        owner_id = c->user.id;
+        flt.owner_id = c->user.id;
     } else if (owner_name[0]) {
-        int rc = store_user_by_username(c->st, owner_name, &filter);
-        if (rc < 0) {
-            api_reply_json(c, 200, json_pack("{s:[], s:i}", "workspaces", "count", 0));
+        if (store_user_by_username(c->st, owner_name, &filter) < 0) {
+            reply_empty_list(c);
             return;
         }
-        owner_id = filter.id;
+        flt.owner_id = filter.id;
     }
     /* Members see their own workspaces only. */
     if (!api_user_is_owner(&c->user)) {
-        if (owner_id && strcmp(owner_id, c->user.id) != 0) {
+        if (flt.owner_id && strcmp(flt.owner_id, c->user.id) != 0) {
             store_user_fini(&filter);
-            api_reply_json(c, 200, json_pack("{s:[], s:i}", "workspaces", "count", 0));
+            reply_empty_list(c);
             return;
         }
-        owner_id = c->user.id;
+        flt.owner_id = c->user.id;
     }
+    flt.name = name;
     struct store_workspace *v = NULL;
     size_t n = 0;
-    if (store_workspace_list(c->st, owner_id, &v, &n) < 0) {
+    int64_t total = 0;
+    if (store_workspace_list(c->st, &flt, &v, &n, &total) < 0) {
         store_user_fini(&filter);
         api_reply_error(c, 500, "Internal error fetching workspaces.", NULL);
         return;
     }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
-        if (name[0] && !strcasestr(v[i].name, name))
-            continue;
         struct store_user owner = {0};
         if (load_owner(c, &v[i], &owner) == 0)
             json_array_append_new(arr, workspace_json(c, &v[i], &owner));
@@ -420,8 +478,7 @@ api_workspaces_list(struct api_ctx *c)
     }
     store_workspaces_free(v, n);
     store_user_fini(&filter);
-    api_reply_json(c, 200,
-                   json_pack("{s:o, s:i}", "workspaces", arr, "count", (int)json_array_size(arr)));
+    api_reply_json(c, 200, json_pack("{s:o, s:I}", "workspaces", arr, "count", (json_int_t)total));
 }
 
 void

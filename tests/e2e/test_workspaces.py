@@ -2,10 +2,11 @@
 agent see. The agent token is shown once, authenticates the agent, and stops working when the
 workspace is deleted; bad input changes nothing."""
 
-import pytest
-
 import json
 
+import pytest
+
+import harness
 from harness import OWNER_USERNAME, Api, parse_table as harness_parse_table
 
 APP_CODE = {"slug": "code", "url": "http://127.0.0.1:8080", "subdomain": False,
@@ -108,6 +109,20 @@ def test_malformed_json(stack):
     assert _names(stack.api) == before
 
 
+def test_oversize_body_stores_nothing(stack):
+    before = _names(stack.api)
+    payload = json.dumps({"name": "big", "agents": [{"apps": [
+        {"slug": "a", "url": "http://a", "display_name": "x" * (1 << 20)}]}]}).encode()
+    head = (f"POST /api/v2/users/me/workspaces HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{stack.primary.port}\r\n"
+            f"Coder-Session-Token: {stack.client.token()}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    st, _, body = harness.raw_http(stack.primary.port, head, [payload])
+    assert st == 413, (st, body[:200])
+    assert json.loads(body)["message"]
+    assert _names(stack.api) == before
+
+
 def test_duplicate_name_conflicts(stack):
     assert _create(stack.api, "twin").status_code == 201
     r = _create(stack.api, "TWIN")
@@ -165,9 +180,47 @@ def test_members_see_only_their_own(stack):
     assert member.get(f"/api/v2/users/{OWNER_USERNAME}/workspace/owners-own").status_code == 404
     r = member.post(f"/api/v2/workspaces/{ws['id']}/builds", json={"transition": "delete"})
     assert r.status_code == 404
+    agent_id = ws["latest_build"]["resources"][0]["agents"][0]["id"]
+    r = member.get(f"/api/v2/workspaceagents/{agent_id}")
+    assert r.status_code == 404
+    assert r.json()["message"] == ("Resource not found or you do not have access to this "
+                                   "resource")
+    assert api.get(f"/api/v2/workspaceagents/{agent_id}").status_code == 200
     assert "owners-own" in _names(api)
     # The owner sees everyone's.
     assert "mine" in _names(api, "")
+
+
+def test_list_filters_and_pages(ctx):
+    """name: matches a substring in any case; limit/offset cut a page of the owner-then-name
+    order, and count is every match, as in Coder."""
+    api = ctx.stack().api
+    for name in ("web-2", "Web-1", "db", "api"):
+        assert _create(api, name).status_code == 201
+    assert _names(api, "owner:me name:WEB") == ["Web-1", "web-2"]
+    assert _names(api, "web") == ["Web-1", "web-2"]
+    assert _names(api, "name:%") == []
+
+    def page(**params):
+        r = api.get("/api/v2/workspaces", params={"q": "owner:me", **params})
+        assert r.status_code == 200, r.text
+        return [w["name"] for w in r.json()["workspaces"]], r.json()["count"]
+
+    assert page() == (["api", "db", "Web-1", "web-2"], 4)
+    assert page(limit=2) == (["api", "db"], 4)
+    assert page(limit=2, offset=2) == (["Web-1", "web-2"], 4)
+    assert page(offset=9) == ([], 4)
+    for key, value, why in (("limit", "-1", "value is negative"),
+                            ("offset", "x", 'parsing "x": invalid syntax'),
+                            ("limit", "4294967296", "value out of range")):
+        r = api.get("/api/v2/workspaces", params={key: value})
+        assert r.status_code == 400, r.text
+        err = r.json()
+        assert err["message"] == "Query parameters have invalid values."
+        assert err["validations"][0]["field"] == key
+        assert err["validations"][0]["detail"].startswith(
+            f'Query param "{key}" must be a valid 32-bit positive integer')
+        assert why in err["validations"][0]["detail"]
 
 
 def test_restart_keeps_workspaces(stack):

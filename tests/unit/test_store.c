@@ -275,8 +275,12 @@ test_workspaces(void **state)
     assert_int_equal(store_workspace_create(s, &w2, &a2, dup, 2), STORE_ECONFLICT);
     assert_int_equal(store_workspace_by_owner_name(s, u.id, "other", &got), STORE_ENOTFOUND);
     struct store_workspace *list;
-    assert_int_equal(store_workspace_list(s, u.id, &list, &n), 0);
+    int64_t total;
+    assert_int_equal(store_workspace_list(s, &(struct store_workspace_filter){.owner_id = u.id},
+                                          &list, &n, &total),
+                     0);
     assert_int_equal(n, 1);
+    assert_int_equal(total, 1);
     store_workspaces_free(list, n);
 
     /* last_used_at only moves forward. */
@@ -296,7 +300,8 @@ test_workspaces(void **state)
     free(w2.name);
     w2.name = xstrdup("dev-box");
     assert_int_equal(store_workspace_create(s, &w2, &a2, NULL, 0), 0);
-    assert_int_equal(store_workspace_list(s, NULL, &list, &n), 0);
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){0}, &list, &n, &total), 0);
     assert_int_equal(n, 1);
     assert_string_equal(list[0].id, w2.id);
     store_workspaces_free(list, n);
@@ -310,6 +315,93 @@ test_workspaces(void **state)
     store_agent_fini(&a);
     store_agent_fini(&a2);
     store_user_fini(&u);
+    store_close(s);
+}
+
+/* Listing: by owner, by a name substring (LIKE's own characters match only themselves), in
+ * pages with the total before paging; deleted workspaces never show. */
+static void
+test_workspace_list_filters(void **state)
+{
+    struct fixture *f = *state;
+    struct store *s = open_ok(f);
+    struct store_user alice, bob;
+    user_make(&alice, "alice@example.com", "alice");
+    user_make(&bob, "bob@example.com", "Bob");
+    assert_int_equal(store_user_insert(s, &alice), 0);
+    assert_int_equal(store_user_insert(s, &bob), 0);
+    const char *names[] = {"web-2", "Web-1", "db", "a_b", "axb"};
+    struct store_workspace w[6];
+    struct store_agent a[6];
+    for (int i = 0; i < 5; i++) {
+        workspace_make(&w[i], &a[i], alice.id, names[i], (uint8_t)(0x40 + i));
+        assert_int_equal(store_workspace_create(s, &w[i], &a[i], NULL, 0), 0);
+    }
+    workspace_make(&w[5], &a[5], bob.id, "web-3", 0x50);
+    assert_int_equal(store_workspace_create(s, &w[5], &a[5], NULL, 0), 0);
+    assert_int_equal(store_workspace_delete(s, w[2].id, 2000), 0); /* db */
+
+    struct store_workspace *list;
+    size_t n;
+    int64_t total;
+    /* Everyone's, ordered by owner then name, case-insensitively. */
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){0}, &list, &n, &total), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(total, 5);
+    const char *want[] = {"a_b", "axb", "Web-1", "web-2", "web-3"};
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(list[i].name, want[i]);
+    store_workspaces_free(list, n);
+
+    /* A name substring, any case, and one owner. */
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){.name = "WEB"}, &list, &n, &total),
+        0);
+    assert_int_equal(total, 3);
+    store_workspaces_free(list, n);
+    assert_int_equal(store_workspace_list(
+                         s, &(struct store_workspace_filter){.owner_id = alice.id, .name = "web"},
+                         &list, &n, &total),
+                     0);
+    assert_int_equal(n, 2);
+    store_workspaces_free(list, n);
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){.name = "_"}, &list, &n, &total),
+        0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].name, "a_b");
+    store_workspaces_free(list, n);
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){.name = "%"}, &list, &n, &total),
+        0);
+    assert_int_equal(n, 0);
+    assert_int_equal(total, 0);
+    store_workspaces_free(list, n);
+
+    /* Pages: the total counts every match. */
+    assert_int_equal(store_workspace_list(s,
+                                          &(struct store_workspace_filter){.offset = 1, .limit = 2},
+                                          &list, &n, &total),
+                     0);
+    assert_int_equal(n, 2);
+    assert_int_equal(total, 5);
+    assert_string_equal(list[0].name, "axb");
+    assert_string_equal(list[1].name, "Web-1");
+    store_workspaces_free(list, n);
+    assert_int_equal(
+        store_workspace_list(s, &(struct store_workspace_filter){.offset = 9}, &list, &n, &total),
+        0);
+    assert_int_equal(n, 0);
+    assert_int_equal(total, 5);
+    store_workspaces_free(list, n);
+
+    for (int i = 0; i < 6; i++) {
+        store_workspace_fini(&w[i]);
+        store_agent_fini(&a[i]);
+    }
+    store_user_fini(&alice);
+    store_user_fini(&bob);
     store_close(s);
 }
 
@@ -1030,6 +1122,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_proxies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replicas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_workspaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_workspace_list_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_see_only_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_across_kill, setup, teardown),

@@ -3,10 +3,12 @@
  * see store-int.h for the split. */
 #include "store-int.h"
 
+#include "base/buf.h"
 #include "base/crypto.h"
 #include "base/log.h"
 #include "base/util.h"
 
+#include <ctype.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,11 @@
     "id, workspace_id, name, auth_token_hash, created_at, updated_at, first_connected_at, "        \
     "last_connected_at, disconnected_at, version, lifecycle_state"
 #define APP_COLS "id, agent_id, slug, display_name, url, subdomain, sharing_level, created_at"
+
+/* Live workspaces, optionally of one owner ($1) and with names LIKE $2 (escaped with '\'). */
+#define WORKSPACE_FILTER                                                                           \
+    "FROM workspaces w JOIN users u ON u.id = w.owner_id WHERE w.deleted = false "                 \
+    "AND ($1 = '' OR w.owner_id = $1) AND ($2 = '' OR lower(w.name) LIKE $2 ESCAPE '\\')"
 
 #define Q(id_, name_, sql_) [id_] = {id_, name_, sql_}
 
@@ -116,12 +123,13 @@ static const struct store_query queries[STMT_COUNT] = {
     Q(STMT_WORKSPACE_BY_OWNER_NAME, "workspace_by_owner_name",
       "SELECT " WORKSPACE_COLS " FROM workspaces "
       "WHERE owner_id = $1 AND lower(name) = lower($2) AND deleted = false"),
+    /* $1 owner id, $2 a LIKE pattern on the lower-cased name ('' = any). Ordered as Coder
+     * lists workspaces (owner's username, then name), so pages are stable. */
     Q(STMT_WORKSPACE_LIST, "workspace_list",
-      "SELECT " WORKSPACE_COLS " FROM workspaces WHERE deleted = false "
-      "ORDER BY created_at, name"),
-    Q(STMT_WORKSPACE_LIST_OWNER, "workspace_list_owner",
-      "SELECT " WORKSPACE_COLS " FROM workspaces WHERE owner_id = $1 AND deleted = false "
-      "ORDER BY created_at, name"),
+      "SELECT w.id, w.owner_id, w.name, w.created_at, w.updated_at, w.last_used_at, "
+      "w.deleted " WORKSPACE_FILTER
+      " ORDER BY lower(u.username), lower(w.name), w.id LIMIT $3 OFFSET $4"),
+    Q(STMT_WORKSPACE_COUNT, "workspace_count", "SELECT COUNT(*) " WORKSPACE_FILTER),
     Q(STMT_WORKSPACE_DELETE, "workspace_delete",
       "UPDATE workspaces SET deleted = true, updated_at = $2 WHERE id = $1 AND deleted = false"),
     Q(STMT_WORKSPACE_TOUCH, "workspace_touch",
@@ -973,12 +981,6 @@ list_by(struct store *s, enum store_stmt id, const char *key, store_row_fn fn,
 }
 
 static void
-workspaces_free_any(void *v, size_t n)
-{
-    store_workspaces_free(v, n);
-}
-
-static void
 agents_free_any(void *v, size_t n)
 {
     store_agents_free(v, n);
@@ -1051,11 +1053,47 @@ store_workspace_by_owner_name(struct store *s, const char *owner_id, const char 
                    sizeof(*out), workspace_fini_any);
 }
 
-int
-store_workspace_list(struct store *s, const char *owner_id, struct store_workspace **out, size_t *n)
+/* "%name%" for LIKE, lower-cased, with LIKE's own characters escaped: a filter of "a_b" or
+ * "100%" matches those characters only. */
+static char *
+like_pattern(const char *name)
 {
-    return list_by(s, owner_id ? STMT_WORKSPACE_LIST_OWNER : STMT_WORKSPACE_LIST, owner_id,
-                   workspace_list_row, workspaces_free_any, (void **)out, n);
+    struct buf b = {0};
+    buf_putc(&b, '%');
+    for (const char *p = name; *p; p++) {
+        if (*p == '%' || *p == '_' || *p == '\\')
+            buf_putc(&b, '\\');
+        buf_putc(&b, (char)tolower((unsigned char)*p));
+    }
+    buf_putc(&b, '%');
+    return buf_steal(&b);
+}
+
+int
+store_workspace_list(struct store *s, const struct store_workspace_filter *flt,
+                     struct store_workspace **out, size_t *n, int64_t *total)
+{
+    char *pattern = flt->name && flt->name[0] ? like_pattern(flt->name) : xstrdup("");
+    struct store_arg args[] = {ARG_TEXT(flt->owner_id), ARG_TEXT(pattern),
+                               ARG_INT(flt->limit > 0 ? flt->limit : INT64_MAX),
+                               ARG_INT(flt->offset > 0 ? flt->offset : 0)};
+    struct fetch f = {.s = s};
+    struct fetch cf = {.s = s, .out = total};
+    *total = 0;
+    int rc = run(s, STMT_WORKSPACE_LIST, args, ARRAY_LEN(args), workspace_list_row, &f, NULL);
+    if (rc == 0)
+        rc = run(s, STMT_WORKSPACE_COUNT, args, 2, int_row, &cf, NULL);
+    free(pattern);
+    if (rc < 0) {
+        store_workspaces_free(f.out, f.n);
+        *out = NULL;
+        *n = 0;
+        *total = 0;
+        return rc;
+    }
+    *out = f.out;
+    *n = f.n;
+    return 0;
 }
 
 int

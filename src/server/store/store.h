@@ -207,9 +207,18 @@ int store_workspace_by_id(struct store *s, const char *id, struct store_workspac
 /* A live workspace of owner_id by name, case-insensitively. */
 int store_workspace_by_owner_name(struct store *s, const char *owner_id, const char *name,
                                   struct store_workspace *out);
-/* Live workspaces of owner_id (everyone's when NULL), oldest first. */
-int store_workspace_list(struct store *s, const char *owner_id, struct store_workspace **out,
-                         size_t *n);
+/* Which live workspaces store_workspace_list returns. */
+struct store_workspace_filter {
+    const char *owner_id; /* NULL or "": everyone's */
+    const char *name;     /* NULL or "": any; else a case-insensitive substring of the name */
+    int64_t offset;       /* rows to skip */
+    int64_t limit;        /* at most this many; 0 = no limit */
+};
+/* Live workspaces matching flt, ordered by owner username then name (case-insensitively);
+ * *total is how many match before offset and limit. The caller frees *out with
+ * store_workspaces_free. */
+int store_workspace_list(struct store *s, const struct store_workspace_filter *flt,
+                         struct store_workspace **out, size_t *n, int64_t *total);
 /* Soft delete: ENOTFOUND when already deleted or unknown. */
 int store_workspace_delete(struct store *s, const char *id, int64_t updated_at);
 /* Moves last_used_at forward (never back). */
