@@ -265,7 +265,8 @@ cmd_list(int argc, char **argv)
         goto out;
     }
     if (json_array_size(ws) == 0) {
-        fprintf(stderr, "No workspaces found! Create one:\n\n  coder create <name>\n");
+        /* Coder's words, its prompt style's "> " included. */
+        fprintf(stderr, "> No workspaces found! Create one:\n\n  coder create <name>\n\n");
         rc = 0;
         goto out;
     }
@@ -336,6 +337,12 @@ cmd_delete(int argc, char **argv)
         goto out;
     const char *owner = json_string_value(json_object_get(w, "owner_name"));
     const char *name = json_string_value(json_object_get(w, "name"));
+    const char *used = json_string_value(json_object_get(w, "last_used_at"));
+    int64_t used_ms = 0;
+    if (used && time_parse_rfc3339(used, &used_ms) < 0)
+        used_ms = 0;
+    double days = used_ms > 0 ? (double)(time_now_ms() - used_ms) / 86400000.0 : 0;
+    fprintf(stderr, "%s/%s was last used %.0f days ago\n", owner, name, days < 0 ? 0 : days);
     if (cli_confirm(yes, "Confirm delete workspace?", "no") != 0)
         goto out;
     char *path =
@@ -350,7 +357,7 @@ cmd_delete(int argc, char **argv)
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%d %b %y %H:%M %Z", &tm);
+    strftime(when, sizeof(when), "%b %e %H:%M:%S", &tm); /* Go's time.Stamp */
     printf("\n%s/%s has been deleted at %s!\n", owner, name, when);
     rc = 0;
 out:

@@ -3,6 +3,7 @@ agent see. The agent token is shown once, authenticates the agent, and stops wor
 workspace is deleted; bad input changes nothing."""
 
 import json
+import re
 
 import pytest
 
@@ -265,7 +266,10 @@ def test_cli_create_list_delete(stack):
 
     r = cli.run("delete", "cli-ws", "-y")
     assert r.rc == 0, r
-    assert f"{OWNER_USERNAME}/cli-ws has been deleted at " in r.stdout
+    # Coder's words, with Go's time.Stamp ("Jan _2 15:04:05").
+    assert re.search(rf"^{OWNER_USERNAME}/cli-ws has been deleted at "
+                     r"[A-Z][a-z]{2} [ 1-3][0-9] \d\d:\d\d:\d\d!$", r.stdout, re.M), r
+    assert f"{OWNER_USERNAME}/cli-ws was last used 0 days ago" in r.stderr
     assert "cli-ws" not in _names(stack.api)
 
 
@@ -295,5 +299,6 @@ def test_cli_list_empty_says_how_to_create(ctx):
     stack = ctx.stack()
     r = stack.client.run("list")
     assert r.rc == 0
-    assert "No workspaces found! Create one:" in r.stderr
+    assert r.stdout == ""
+    assert "> No workspaces found! Create one:" in r.stderr
     assert "coder create <name>" in r.stderr
