@@ -140,9 +140,10 @@ workspace_json(struct api_ctx *c, const struct store_workspace *w, const struct 
     const char *status = w->deleted ? "deleted" : "running";
     const char *transition = w->deleted ? "delete" : "start";
     json_t *job =
-        json_pack("{s:s, s:o, s:o, s:o, s:s, s:s}", "id", w->id, "created_at",
+        json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:s, s:{}, s:i, s:i}", "id", w->id, "created_at",
                   time_str(w->created_at), "started_at", time_str(w->created_at), "completed_at",
-                  time_str(w->updated_at), "status", "succeeded", "error", "");
+                  time_str(w->updated_at), "status", "succeeded", "error", "", "file_id", NIL_UUID,
+                  "tags", "queue_position", 0, "queue_size", 0);
     json_t *resource =
         json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:[], s:i}", "id", w->id,
                   "created_at", time_str(w->created_at), "job_id", w->id, "workspace_transition",
@@ -157,6 +158,7 @@ workspace_json(struct api_ctx *c, const struct store_workspace *w, const struct 
         "template_version_name", "", "build_number", 1, "transition", transition, "initiator_id",
         owner->id, "initiator_name", owner->username, "job", job, "reason", "initiator",
         "resources", resource, "deadline", "max_deadline", "status", status, "daily_cost", 0);
+    json_object_set_new(build, "workspace_owner_avatar_url", json_string(""));
     json_t *j = json_pack(
         "{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:s, s:b, s:o, s:b, "
         "s:s, s:n, s:n, s:o, s:n, s:n, s:{s:b, s:o}, s:s, s:b, s:b}",

@@ -16,6 +16,30 @@ APP_WEB = {"slug": "web", "url": "https://127.0.0.1:8443", "subdomain": True,
            "sharing_level": "public"}
 
 
+WORKSPACE_KEYS = """id created_at updated_at owner_id owner_name owner_avatar_url organization_id
+organization_name template_id template_name template_display_name template_icon
+template_allow_user_cancel_workspace_jobs template_active_version_id
+template_require_active_version latest_build outdated name autostart_schedule ttl_ms
+last_used_at deleting_at dormant_at health automatic_updates allow_renames favorite"""
+BUILD_KEYS = """id created_at updated_at workspace_id workspace_name workspace_owner_id
+workspace_owner_name workspace_owner_avatar_url template_version_id template_version_name
+build_number transition initiator_id initiator_name job reason resources deadline max_deadline
+status daily_cost"""
+JOB_KEYS = "id created_at started_at completed_at status file_id tags queue_position queue_size"
+RESOURCE_KEYS = ("id created_at job_id workspace_transition type name hide icon agents metadata "
+                 "daily_cost")
+AGENT_KEYS = """id created_at updated_at status lifecycle_state name resource_id architecture
+environment_variables operating_system logs_length logs_overflowed version api_version apps
+connection_timeout_seconds troubleshooting_url subsystems health display_apps log_sources
+scripts startup_script_behavior"""
+APP_KEYS = ("id url external slug display_name subdomain subdomain_name sharing_level "
+            "healthcheck health hidden open_in statuses")
+
+MANIFEST_KEYS = """agent_id agent_name owner_name workspace_id workspace_name git_auth_configs
+vscode_port_proxy_uri apps derpmap derp_force_websockets environment_variables directory
+motd_file disable_direct_connections metadata scripts"""
+
+
 @pytest.fixture(scope="module")
 def stack(mctx):
     return mctx.stack()
@@ -51,6 +75,17 @@ def test_create_get_list_and_manifest(stack):
     assert apps["web"]["subdomain_name"] == f"web--main--dev--{OWNER_USERNAME}"
     assert apps["web"]["sharing_level"] == "public"
 
+    # Every key of Coder's Workspace, WorkspaceBuild, ProvisionerJob, WorkspaceResource,
+    # WorkspaceAgent and WorkspaceApp (CODER-COMPAT Part 2 §3), so a Go client decodes it.
+    assert set(ws) >= set(WORKSPACE_KEYS.split())
+    assert set(build) >= set(BUILD_KEYS.split())
+    assert set(build["job"]) >= set(JOB_KEYS.split())
+    assert set(build["resources"][0]) >= set(RESOURCE_KEYS.split())
+    assert set(agent) >= set(AGENT_KEYS.split())
+    assert set(apps["web"]) >= set(APP_KEYS.split())
+    assert ws["health"] == {"healthy": False, "failing_agents": [agent["id"]]}
+    assert apps["web"]["health"] == "disabled" and apps["web"]["external"] is False
+
     # The token is never shown again.
     for path in (f"/api/v2/workspaces/{ws['id']}", "/api/v2/users/me/workspace/dev",
                  f"/api/v2/users/{OWNER_USERNAME}/workspace/DEV", "/api/v2/workspaces"):
@@ -66,6 +101,9 @@ def test_create_get_list_and_manifest(stack):
     m = r.json()
     assert m["workspace_name"] == "dev" and m["agent_name"] == "main"
     assert sorted(a["slug"] for a in m["apps"]) == ["code", "web"]
+    assert set(m) >= set(MANIFEST_KEYS.split())
+    assert m["environment_variables"] == {} and m["directory"] == "" and m["derpmap"] is None
+    assert m["disable_direct_connections"] is False
     r = api.get(f"/api/v2/workspaceagents/{agent['id']}")
     assert r.status_code == 200 and r.json()["name"] == "main"
 
