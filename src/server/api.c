@@ -263,7 +263,7 @@ api_handle(struct http_exchange *ex, void *arg)
 {
     struct primary *p = arg;
     http_common_headers(ex, p->cfg.hsts_max_age, p->cfg.hsts_options);
-    if (ex->streaming && str_has_prefix(ex->req.path, "/@")) {
+    if (ex->streaming) { /* apps_stream_match chose it: a path or subdomain app */
         if (p->stopping)
             http_reply_error(ex, 503, "The server is shutting down.", NULL);
         else

@@ -4,6 +4,7 @@
  * the app sends it (tunnel bytes acknowledged only once written to the client). Path apps are
  * for their workspace's owner only, as in Coder without --dangerous-allow-path-app-sharing. */
 #include "apps.h"
+#include "apphost/apphost.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "base/uuid.h"
@@ -24,8 +25,9 @@
 
 struct app_req {
     struct api_ctx c; /* auth on the store thread, as the API does */
-    char user[64], workspace[64], agent[64], slug[64];
-    char *rest; /* the path after the app's prefix, with the query */
+    char user[256], workspace[256], agent[256], slug[256];
+    bool subdomain; /* reached on the wildcard, not under /@ */
+    char *rest;     /* the path after the app's prefix, with the query */
     /* resolved on the store thread */
     char agent_id[37];
     char *target; /* "host:port" */
@@ -59,11 +61,25 @@ is_hop(const char *name)
     return false;
 }
 
+/* The app named by the Host header on the primary's wildcard, if any. */
+static bool
+host_app(const struct primary *p, const struct http_exchange *ex, struct apphost_app *app)
+{
+    const char *host = http_request_header(&ex->req, "Host");
+    char *sub = NULL;
+    if (!p->app_pattern || !host || !apphost_pattern_match(p->app_pattern, host, &sub))
+        return false;
+    bool ok = apphost_parse(sub, app) == 0;
+    free(sub);
+    return ok;
+}
+
 bool
 apps_stream_match(struct http_exchange *ex, void *arg)
 {
-    (void)arg;
-    return str_has_prefix(ex->req.path, "/@");
+    struct primary *p = arg;
+    struct apphost_app app;
+    return str_has_prefix(ex->req.path, "/@") || host_app(p, ex, &app);
 }
 
 static void
@@ -433,20 +449,20 @@ resolve_run(struct store *st, void *arg)
     struct api_ctx *c = &r->c;
     c->st = st;
     c->ex->status = 0;
-    if (api_auth_user(c) < 0)
-        return;
+    /* Who asks: path apps always need a session; subdomain apps may be public. */
+    bool signed_in = api_auth_user(c) == 0;
+    if (!signed_in && !r->subdomain)
+        return; /* 401 is set */
+    const char *share = "owner";
     struct store_user owner = {0};
     struct store_workspace w = {0};
     struct store_agent *agents = NULL;
     struct store_app *apps = NULL;
     size_t nagents = 0, napps = 0;
-    int rc = str_eq(r->user, "me") ? store_user_by_id(st, c->user.id, &owner)
-                                   : store_user_by_username(st, r->user, &owner);
+    int rc = str_eq(r->user, "me") && signed_in ? store_user_by_id(st, c->user.id, &owner)
+                                                : store_user_by_username(st, r->user, &owner);
     if (rc == 0)
         rc = store_workspace_by_owner_name(st, owner.id, r->workspace, &w);
-    /* Path apps are the owner's alone. */
-    if (rc == 0 && strcmp(owner.id, c->user.id) != 0)
-        rc = STORE_ENOTFOUND;
     if (rc == 0)
         rc = store_agent_list(st, w.id, &agents, &nagents);
     struct store_agent *agent = NULL;
@@ -468,15 +484,31 @@ resolve_run(struct store *st, void *arg)
                     r->target = url_host_port(&u);
                     url_free(&u);
                     r->found = true;
+                    /* Path apps are the owner's alone, whatever the app says (Coder without
+                     * --dangerous-allow-path-app-sharing). */
+                    if (r->subdomain && apps[i].subdomain)
+                        share = str_eq(apps[i].sharing_level, "public")          ? "public"
+                                : str_eq(apps[i].sharing_level, "authenticated") ? "authenticated"
+                                                                                 : "owner";
                 }
             }
         }
     }
-    if (rc < 0 && rc != STORE_ENOTFOUND)
+    /* May this user use it? The answer never tells a stranger what exists. */
+    bool allowed =
+        r->found && (str_eq(share, "public") || (signed_in && (str_eq(share, "authenticated") ||
+                                                               strcmp(owner.id, c->user.id) == 0)));
+    if (rc < 0 && rc != STORE_ENOTFOUND) {
         api_reply_error(c, 500, "Internal error resolving the application.", NULL);
-    else if (!r->found)
+    } else if (!allowed && !signed_in) {
+        r->found = false; /* the 401 from api_auth_user stands */
+    } else if (!allowed) {
+        r->found = false;
         api_reply_error(c, 404, "Resource not found or you do not have access to this resource",
                         NULL);
+    } else {
+        c->ex->status = 0; /* a public app: the failed sign-in does not matter */
+    }
     store_apps_free(apps, napps);
     store_agents_free(agents, nagents);
     store_workspace_fini(&w);
@@ -509,13 +541,13 @@ parse_path(struct http_exchange *ex, struct app_req *r)
     const char *s1 = strchr(p, '/');
     const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
     const char *s3 = s2 ? strchr(s2 + 1, '/') : NULL;
-    if (!s1 || !s2 || !s3 || strncmp(s2, "/apps/", 6) != 0 || (size_t)(s1 - p) >= 64 ||
-        (size_t)(s2 - s1 - 1) >= 64) {
+    if (!s1 || !s2 || !s3 || strncmp(s2, "/apps/", 6) != 0 || (size_t)(s1 - p) >= sizeof(r->user) ||
+        (size_t)(s2 - s1 - 1) >= sizeof(r->workspace)) {
         http_reply_error(ex, 404, "Route not found.", NULL);
         return 1;
     }
     snprintf(r->user, sizeof(r->user), "%.*s", (int)(s1 - p), p);
-    char ws[64];
+    char ws[256];
     snprintf(ws, sizeof(ws), "%.*s", (int)(s2 - s1 - 1), s1 + 1);
     char *dot = strchr(ws, '.');
     if (dot) {
@@ -551,7 +583,22 @@ apps_handle(struct http_exchange *ex, struct primary *p)
     r->c.ex = ex;
     buf_init(&r->field);
     buf_init(&r->value);
-    if (parse_path(ex, r) != 0) {
+    struct apphost_app app;
+    if (host_app(p, ex, &app)) {
+        bool https = false;
+        if (apphost_app_port(&app, &https) >= 0 && https) {
+            http_reply_error(ex, 400, "HTTPS ports are not supported yet.",
+                             "Use the port without the \"s\" suffix for a plain HTTP app.");
+            app_req_free(r);
+            return;
+        }
+        r->subdomain = true;
+        snprintf(r->user, sizeof(r->user), "%s", app.username);
+        snprintf(r->workspace, sizeof(r->workspace), "%s", app.workspace);
+        snprintf(r->agent, sizeof(r->agent), "%s", app.agent);
+        snprintf(r->slug, sizeof(r->slug), "%s", app.app_slug_or_port);
+        r->rest = xstrdup(ex->req.target); /* the whole path: the app owns the host */
+    } else if (parse_path(ex, r) != 0) {
         app_req_free(r);
         return;
     }

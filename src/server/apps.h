@@ -4,7 +4,8 @@
 
 #include "primary.h"
 
-/* The http server's stream decision: path-app requests are relayed as they arrive. */
+/* The http server's stream decision (arg: the primary): path-app requests, and requests whose
+ * Host names an app on the wildcard, are relayed as they arrive. */
 bool apps_stream_match(struct http_exchange *ex, void *arg);
 /* Serves a request for /@user/workspace[.agent]/apps/slug/... */
 void apps_handle(struct http_exchange *ex, struct primary *p);

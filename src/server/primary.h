@@ -40,7 +40,8 @@ struct primary {
     struct metrics_registry *metrics;
     struct proxyhealth *health;
     struct http_client *client;
-    struct agent_tunnels *tunnels; /* agents' tunnels to this region */
+    struct agent_tunnels *tunnels;       /* agents' tunnels to this region */
+    struct apphost_pattern *app_pattern; /* the wildcard for subdomain apps, or NULL */
     char deployment_id[37];
     bool stopping;
 };

@@ -14,6 +14,7 @@
 #include "metrics/metrics.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "apphost/apphost.h"
 #include "apps.h"
 #include "tunnel/table.h"
 #include "worker.h"
@@ -44,6 +45,13 @@ on_done(struct http_exchange *ex, void *arg)
 {
     struct server_run *r = arg;
     api_metrics_end(r->apim, ex);
+}
+
+static bool
+stream_match(struct http_exchange *ex, void *arg)
+{
+    struct server_run *r = arg;
+    return apps_stream_match(ex, &r->p);
 }
 
 static void
@@ -222,7 +230,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     p->health = proxyhealth_new(p);
     p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
     struct http_server_opts hopts = {
-        .handler = handle, .arg = r, .on_done = on_done, .stream = apps_stream_match};
+        .handler = handle, .arg = r, .on_done = on_done, .stream = stream_match};
     p->http = http_server_new(p->loop, &hopts);
     if (serveropts_listen(&o->net, p->http, err) < 0)
         return -1;
@@ -232,6 +240,13 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     p->cfg.wildcard_access_url =
         xstrdup(o->net.wildcard_access_url ? o->net.wildcard_access_url : "");
     str_lower(p->cfg.wildcard_access_url);
+    if (p->cfg.wildcard_access_url[0]) {
+        p->app_pattern = xcalloc(1, sizeof(*p->app_pattern));
+        if (apphost_pattern_compile(p->cfg.wildcard_access_url, p->app_pattern, NULL) < 0) {
+            free(p->app_pattern); /* validated already; an app host simply never matches */
+            p->app_pattern = NULL;
+        }
+    }
     p->cfg.proxy_health_interval_ms = o->proxy_health_interval;
     p->cfg.session_duration_ms = o->session_duration;
     p->cfg.disable_session_expiry_refresh = o->disable_session_expiry_refresh;
@@ -271,6 +286,10 @@ primary_free(struct server_run *r)
     metrics_registry_free(p->metrics);
     free(p->cfg.access_url);
     free(p->cfg.wildcard_access_url);
+    if (p->app_pattern) {
+        apphost_pattern_free(p->app_pattern);
+        free(p->app_pattern);
+    }
     free(p->cfg.samesite_auth_cookie);
     free(p->cfg.hsts_options);
 }

@@ -164,3 +164,67 @@ def test_app_down_and_agent_down(env):
     assert r.status_code == 502
     assert r.json()["message"] == "Agent is not connected."
     agent.start()
+
+
+# ---- subdomain apps and port URLs on the primary's wildcard ------------------------------
+
+
+def test_subdomain_apps_and_sharing(env, app_port):
+    stack, _, s = env
+    r = stack.client.run(
+        "create", "sub", "--agent", "main",
+        "--app", f"own=http://127.0.0.1:{app_port},subdomain",
+        "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
+        "--app", f"team=http://127.0.0.1:{app_port},subdomain,share=authenticated")
+    assert r.rc == 0, r
+    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    agent = stack.ctx.process("agent-sub", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                                       "CODER_AGENT_TOKEN": token})
+    agent.start()
+    wait_for(lambda: "agent: connected to" in agent.stderr(), 10, 0.1, "agent connected")
+    port = stack.primary.url.rsplit(":", 1)[1]
+
+    def get(sub, session=None, path="/headers"):
+        headers = {"Host": f"{sub}.primary.localhost:{port}"}
+        if session:
+            headers["Coder-Session-Token"] = session
+        return requests.get(f"{stack.primary.url}{path}", headers=headers, timeout=10)
+
+    owner_token = stack.client.token()
+    r = get(f"own--main--sub--{OWNER_USERNAME}", owner_token)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "/headers"  # the app owns the whole host: no prefix
+    assert get(f"own--sub--{OWNER_USERNAME}", owner_token).status_code == 200  # agent optional
+
+    login = Api(stack.primary.url, None).post(
+        "/api/v2/users/login", json={"email": "m@example.com", "password": "SomeSecure-Pass1!"})
+    member = login.json()["session_token"] if login.status_code == 201 else None
+    if member is None:
+        r = stack.api.post("/api/v2/users", json={"email": "m@example.com",
+                                                  "username": "member",
+                                                  "password": "SomeSecure-Pass1!",
+                                                  "login_type": "password"})
+        assert r.status_code == 201, r.text
+        member = Api(stack.primary.url, None).post(
+            "/api/v2/users/login",
+            json={"email": "m@example.com", "password": "SomeSecure-Pass1!"}).json()[
+                "session_token"]
+
+    # owner: only the owner; authenticated: anyone signed in; public: anyone.
+    assert get(f"own--sub--{OWNER_USERNAME}", member).status_code == 404
+    assert get(f"own--sub--{OWNER_USERNAME}").status_code == 401
+    assert get(f"team--sub--{OWNER_USERNAME}", member).status_code == 200
+    assert get(f"team--sub--{OWNER_USERNAME}").status_code == 401
+    assert get(f"pub--sub--{OWNER_USERNAME}").status_code == 200
+    # A path app is the owner's even when the app is shared as a subdomain app.
+    r = requests.get(_url(stack, "pub/", ws="sub"), headers={"Coder-Session-Token": member})
+    assert r.status_code == 404
+
+    # A port URL reaches that port in the workspace (the owner's).
+    r = get(f"{app_port}--main--sub--{OWNER_USERNAME}", owner_token, path="/")
+    assert r.status_code == 200 and r.text == "hello from the app"
+    assert get(f"{app_port}s--main--sub--{OWNER_USERNAME}", owner_token).status_code == 400
+    # Not an app host at all: the primary's own routes.
+    r = requests.get(f"{stack.primary.url}/healthz")
+    assert r.status_code == 200
+    assert agent.stop() == 0
