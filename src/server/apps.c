@@ -45,6 +45,7 @@ struct app_req {
     size_t owed;      /* tunnel bytes written to the client, not yet acknowledged */
     bool client_full; /* the client's queue is above its mark: acknowledge on drain */
     bool done;        /* the exchange has ended */
+    bool upgraded;    /* the app answered 101 to the client's upgrade */
 };
 
 static const char *const hop_headers[] = {
@@ -123,6 +124,33 @@ finish(struct app_req *r)
 
 /* ---- the app's response ---- */
 
+/* The app switched protocols: the client's connection becomes a byte stream joined to the app's
+ * (WebSocket and the like), with what either side already sent. */
+static void
+switch_protocols(struct app_req *r, struct tunnel_stream *s, const uint8_t *rest, size_t nrest)
+{
+    struct http_exchange *ex = r->c.ex;
+    const char *proto = http_request_header(&ex->req, "Upgrade");
+    http_exchange_header(ex, "Upgrade", proto ? proto : "websocket");
+    struct buf early;
+    buf_init(&early);
+    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
+    r->done = true;
+    if (!st) {
+        buf_fini(&early);
+        tunnel_stream_reset(s, TUNNEL_CANCEL); /* t_close frees r */
+        return;
+    }
+    r->ts = NULL;
+    tunnel_pipe(s, st); /* the pipe owns both ends now; r's callbacks are gone */
+    if (nrest)
+        net_stream_write(st, rest, nrest);
+    if (early.len)
+        tunnel_stream_write(s, early.data, early.len);
+    buf_fini(&early);
+    app_req_free(r);
+}
+
 static int
 u_head_bytes(struct app_req *r, size_t n)
 {
@@ -183,6 +211,10 @@ u_headers_complete(llhttp_t *p)
 {
     struct app_req *r = p->data;
     u_flush_header(r);
+    if (p->status_code == 101 && r->c.ex->req.upgrade) {
+        r->upgraded = true; /* a real 101: only now does the client's connection switch */
+        return 0;
+    }
     if (p->status_code < 200) {
         /* Interim answers are not passed on; drop what they set. */
         return 0;
@@ -209,6 +241,9 @@ u_body(llhttp_t *p, const char *at, size_t n)
 static int
 u_message_complete(llhttp_t *p)
 {
+    struct app_req *r = p->data;
+    if (r->upgraded)
+        return HPE_PAUSED;
     if (p->status_code < 200)
         return 0;
     return HPE_PAUSED; /* finish after the parser returns */
@@ -241,6 +276,12 @@ t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
         return;
     }
     llhttp_errno_t e = llhttp_execute(&r->parser, (const char *)d, n);
+    if (r->upgraded && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
+        size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - (const char *)d);
+        tunnel_stream_consumed(s, n);
+        switch_protocols(r, s, d + used, n - used);
+        return;
+    }
     if (e == HPE_PAUSED) { /* the whole response is through */
         tunnel_stream_consumed(s, n);
         finish(r);
@@ -402,7 +443,11 @@ build_request(struct app_req *r, struct buf *b)
     }
     buf_printf(b, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n",
                ex->req.remote_ip, ex->req.tls ? "https" : "http", client_host ? client_host : "");
-    buf_puts(b, "Connection: close\r\n\r\n");
+    const char *upgrade = http_request_header(&ex->req, "Upgrade");
+    if (ex->req.upgrade && upgrade)
+        buf_printf(b, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
+    else
+        buf_puts(b, "Connection: close\r\n\r\n");
 }
 
 static void
@@ -437,7 +482,8 @@ relay(struct primary *p, struct app_req *r)
     tunnel_stream_write(r->ts, head.data, head.len); /* optimistic: before the agent's 200 */
     buf_fini(&head);
     http_exchange_set_stream_cbs(ex, c_drain, c_abort, r);
-    http_exchange_read_body(ex, &body_cbs, r);
+    if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */
+        http_exchange_read_body(ex, &body_cbs, r);
 }
 
 /* ---- resolving on the store thread ---- */

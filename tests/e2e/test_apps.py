@@ -228,3 +228,148 @@ def test_subdomain_apps_and_sharing(env, app_port):
     r = requests.get(f"{stack.primary.url}/healthz")
     assert r.status_code == 200
     assert agent.stop() == 0
+
+
+# ---- WebSocket through the relay -----------------------------------------------------------
+
+import base64  # noqa: E402
+import os  # noqa: E402
+import struct  # noqa: E402
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _recv_exact(sock, n):
+    out = bytearray()
+    while len(out) < n:
+        d = sock.recv(n - len(out))
+        if not d:
+            raise ConnectionError("closed")
+        out.extend(d)
+    return bytes(out)
+
+
+def _ws_read(sock):
+    b0, b1 = _recv_exact(sock, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", _recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", _recv_exact(sock, 8))[0]
+    mask = _recv_exact(sock, 4) if b1 & 0x80 else None
+    data = _recv_exact(sock, n)
+    if mask:
+        data = bytes(c ^ mask[i % 4] for i, c in enumerate(data))
+    return b0 & 0x0F, data
+
+
+def _ws_frame(data, masked):
+    head = bytes([0x82])
+    n = len(data)
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if not masked:
+        return head + data
+    mask = os.urandom(4)
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(data))
+
+
+class WsHandler(http.server.BaseHTTPRequestHandler):
+    """Echoes binary WebSocket messages; /refuse answers the upgrade with a plain 200."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if self.path.startswith("/refuse") or not key:
+            body = b"no websocket here"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        while True:
+            try:
+                op, data = _ws_read(sock)
+            except ConnectionError:
+                return
+            if op == 8:
+                return
+            sock.sendall(_ws_frame(data, masked=False))
+
+
+@pytest.fixture(scope="module")
+def ws_port():
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), WsHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield port
+    srv.shutdown()
+    srv.server_close()
+
+
+def _ws_connect(stack, path):
+    import socket as _socket
+
+    host, port = "127.0.0.1", int(stack.primary.url.rsplit(":", 1)[1])
+    s = _socket.create_connection((host, port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+           f"Coder-Session-Token: {stack.client.token()}\r\n\r\n")
+    s.sendall(req.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d:
+            break
+        head += d
+    return s, head, key
+
+
+def test_websocket_echo_through_the_relay(env, ws_port):
+    stack, _, _ = env
+    r = stack.client.run("create", "wsws", "--app", f"ws=http://127.0.0.1:{ws_port}")
+    assert r.rc == 0, r
+    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    agent = stack.ctx.process("agent-ws", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                                      "CODER_AGENT_TOKEN": token})
+    agent.start()
+    wait_for(lambda: "agent: connected to" in agent.stderr(), 10, 0.1, "agent connected")
+    s, head, key = _ws_connect(stack, f"/@{OWNER_USERNAME}/wsws/apps/ws/echo")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
+    assert b"Sec-WebSocket-Accept: " + accept in head
+    for i in range(10000):
+        msg = f"message {i}".encode()
+        s.sendall(_ws_frame(msg, masked=True))
+        op, data = _ws_read(s)
+        assert (op, data) == (2, msg)
+    big = os.urandom(1 << 20)
+    s.sendall(_ws_frame(big, masked=True))
+    assert _ws_read(s) == (2, big)
+    s.close()
+
+    # An app that answers the upgrade with 200 does not get the connection switched.
+    s, head, _ = _ws_connect(stack, f"/@{OWNER_USERNAME}/wsws/apps/ws/refuse")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"Upgrade:" not in head
+    rest = s.recv(100)
+    assert rest.startswith(b"no websocket here")
+    s.close()
+    assert agent.stop() == 0

@@ -590,7 +590,10 @@ on_headers_complete(llhttp_t *p)
     if (c->srv->o.stream && c->srv->o.stream(ex, c->srv->o.arg)) {
         /* The handler takes it from here: dispatch now, body as it arrives. */
         ex->streaming = true;
-        ex->req.upgrade = p->upgrade;
+        /* llhttp decides "upgrade" only after this callback: read the headers ourselves. */
+        const char *conn = http_request_header(&ex->req, "Connection");
+        ex->req.upgrade = http_request_header(&ex->req, "Upgrade") && conn &&
+                          strcasestr(conn, "upgrade") && strcmp(ex->req.method, "GET") == 0;
         c->paused = true;
         uv_timer_stop(&c->timer);
         return HPE_PAUSED;
