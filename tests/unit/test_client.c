@@ -46,6 +46,7 @@ struct srv_conn {
     struct srv *srv;
     int fd;
     int id;
+    int drop_next; /* 1: read the next request and close (FIN); 2: reset (RST) */
     SSL *ssl;
     char buf[SRV_MAX_REQ];
     size_t len;
@@ -206,6 +207,37 @@ srv_conn_answer(struct srv_conn *c, struct srv_req *r)
     if (strcmp(p, "/see-other") == 0)
         return srv_conn_printf(c, "HTTP/1.1 303 See Other\r\nLocation: /hello\r\n"
                                   "Content-Length: 0\r\n\r\n");
+    if (strcmp(p, "/drop-next") == 0 || strcmp(p, "/reset-next") == 0) {
+        /* Answers, then drops the next request on this connection unanswered, as a server
+         * does that closes an idle keep-alive connection just as the client reuses it. */
+        c->drop_next = strcmp(p, "/drop-next") == 0 ? 1 : 2;
+        return srv_conn_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d",
+                               snprintf(NULL, 0, "%d", c->id), c->id);
+    }
+    if (strcmp(p, "/until-close") == 0) {
+        if (srv_conn_printf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil ") < 0)
+            return -1;
+        usleep(50 * 1000);
+        srv_conn_printf(c, "the end");
+        return -1;
+    }
+    if (strcmp(p, "/truncated") == 0) {
+        srv_conn_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf");
+        return -1;
+    }
+    if (strcmp(p, "/interim") == 0)
+        return srv_conn_printf(c, "HTTP/1.1 100 Continue\r\n\r\n"
+                                  "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                                  "HTTP/1.1 200 OK\r\nX-Final: yes\r\nContent-Length: 5\r\n\r\n"
+                                  "final");
+    if (strcmp(p, "/no-content") == 0)
+        return srv_conn_printf(c, "HTTP/1.1 204 No Content\r\nX-Empty: yes\r\n\r\n");
+    if (strcmp(p, "/length-only") == 0) {
+        /* A HEAD's answer announces a body it does not send. */
+        if (strcmp(r->method, "HEAD") == 0)
+            return srv_conn_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        return srv_conn_printf(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    }
     if (strcmp(p, "/conn") == 0)
         return srv_conn_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d",
                                snprintf(NULL, 0, "%d", c->id), c->id);
@@ -268,6 +300,14 @@ srv_conn_main(void *arg)
         struct srv_req r;
         if (srv_conn_read_req(c, &r) <= 0)
             break;
+        if (c->drop_next) {
+            free(r.body);
+            if (c->drop_next == 2) {
+                struct linger l = {.l_onoff = 1, .l_linger = 0};
+                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+            }
+            break;
+        }
         int rc = srv_conn_answer(c, &r);
         free(r.body);
         if (rc < 0)
@@ -484,6 +524,49 @@ test_redirect_not_followed(void **state)
     assert_int_equal(r.status, 303);
     assert_string_equal(http_client_resp_header(&r, "Location"), "/hello");
     assert_int_equal(r.body.len, 0);
+    http_client_resp_fini(&r);
+    srv_stop(s);
+}
+
+/* Every way a response can end: at the close, cut short, after interim answers, without a
+ * body. */
+static void
+test_response_framing(void **state)
+{
+    struct srv *s = srv_start(NULL, NULL, NULL);
+    struct http_client_resp r;
+    assert_int_equal(do_req(s, "GET", "/until-close", NULL, 0, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.data, "until the end");
+    http_client_resp_fini(&r);
+
+    assert_int_equal(do_req(s, "GET", "/truncated", NULL, 0, NULL, 0, &r), -1);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.body.len, 0);
+    char *url = srv_url(s, "/truncated");
+    char *want = xasprintf("Get \"%s\": unexpected EOF", url);
+    assert_string_equal(r.error, want);
+    free(want);
+    free(url);
+    http_client_resp_fini(&r);
+
+    assert_int_equal(do_req(s, "GET", "/interim", NULL, 0, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body.data, "final");
+    assert_string_equal(http_client_resp_header(&r, "X-Final"), "yes");
+    assert_null(http_client_resp_header(&r, "Link")); /* the 103's headers are not the 200's */
+    http_client_resp_fini(&r);
+
+    assert_int_equal(do_req(s, "GET", "/no-content", NULL, 0, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.body.len, 0);
+    assert_string_equal(http_client_resp_header(&r, "X-Empty"), "yes");
+    http_client_resp_fini(&r);
+
+    assert_int_equal(do_req(s, "HEAD", "/length-only", NULL, 0, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, 0);
+    assert_string_equal(http_client_resp_header(&r, "Content-Length"), "1000");
     http_client_resp_fini(&r);
     srv_stop(s);
 }
@@ -759,6 +842,102 @@ test_async_fresh_connection(void **state)
     srv_stop(s);
 }
 
+/* A script of requests, each started from the previous one's callback, so that each may
+ * reuse the connection the one before it left in the pool. */
+struct step {
+    const char *method, *path;
+    long status;
+    char body[32];
+    char error[160];
+};
+
+struct script {
+    struct http_client *client;
+    struct srv *srv;
+    struct step *steps;
+    int n, at;
+};
+
+static void script_next(struct script *sc);
+
+static void
+script_cb(struct http_client_resp *resp, void *arg)
+{
+    struct script *sc = arg;
+    struct step *st = &sc->steps[sc->at];
+    st->status = resp->status;
+    snprintf(st->body, sizeof(st->body), "%s", resp->body.data ? resp->body.data : "");
+    snprintf(st->error, sizeof(st->error), "%s", resp->error ? resp->error : "");
+    if (++sc->at == sc->n) {
+        http_client_close(sc->client);
+        return;
+    }
+    script_next(sc);
+}
+
+static void
+script_next(struct script *sc)
+{
+    struct step *st = &sc->steps[sc->at];
+    char *url = srv_url(sc->srv, st->path);
+    bool post = strcmp(st->method, "POST") == 0;
+    struct http_client_req req = {
+        .method = st->method, .url = url, .body = post ? "x" : NULL, .body_len = post};
+    assert_int_equal(http_client_start(sc->client, &req, script_cb, sc), 0);
+    free(url);
+}
+
+static void
+script_run(struct srv *s, struct step *steps, int n)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct script sc = {.client = http_client_new(&loop), .srv = s, .steps = steps, .n = n};
+    script_next(&sc);
+    loop_finish(&loop);
+    assert_int_equal(sc.at, n);
+}
+
+/* A pooled connection the server drops as it is reused (closed or reset) costs a GET one
+ * retry on a new connection; a POST is not sent twice: it fails. */
+static void
+test_async_retry_dropped_connection(void **state)
+{
+    struct srv *s = srv_start(NULL, NULL, NULL);
+    struct step st[] = {
+        {.method = "GET", .path = "/drop-next"},  /* 0: conn A, which drops the next request */
+        {.method = "GET", .path = "/conn"},       /* 1: A drops it (FIN): retried on conn B */
+        {.method = "GET", .path = "/reset-next"}, /* 2: B, which resets on the next request */
+        {.method = "GET", .path = "/conn"},       /* 3: B resets (RST): retried on conn C */
+        {.method = "GET", .path = "/drop-next"},  /* 4: C */
+        {.method = "POST", .path = "/echo"},      /* 5: C drops it: not retried */
+        {.method = "GET", .path = "/conn"},       /* 6: conn D */
+        {.method = "HEAD", .path = "/length-only"},
+        {.method = "GET",
+         .path = "/conn"}, /* 8: still D: the HEAD's Content-Length was not read as a body */
+    };
+    script_run(s, st, (int)(sizeof(st) / sizeof(st[0])));
+    for (int i = 0; i < 9; i++) {
+        if (i != 5) {
+            assert_string_equal(st[i].error, "");
+            assert_int_equal(st[i].status, 200);
+        }
+    }
+    assert_string_not_equal(st[1].body, st[0].body);
+    assert_string_equal(st[2].body, st[1].body);
+    assert_string_not_equal(st[3].body, st[2].body);
+    assert_string_equal(st[4].body, st[3].body);
+    assert_int_equal(st[5].status, 0);
+    char *url = srv_url(s, "/echo");
+    char *want = xasprintf("Post \"%s\": EOF", url);
+    assert_string_equal(st[5].error, want);
+    free(want);
+    free(url);
+    assert_string_not_equal(st[6].body, st[4].body);
+    assert_string_equal(st[8].body, st[6].body);
+    srv_stop(s);
+}
+
 static void
 close_timer_cb(uv_timer_t *t)
 {
@@ -985,6 +1164,7 @@ main(void)
         cmocka_unit_test(test_get_ok),
         cmocka_unit_test(test_post_echo),
         cmocka_unit_test(test_redirect_not_followed),
+        cmocka_unit_test(test_response_framing),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_limits),
@@ -992,6 +1172,7 @@ main(void)
         cmocka_unit_test(test_proxy_env_ignored),
         cmocka_unit_test(test_async_concurrent),
         cmocka_unit_test(test_async_fresh_connection),
+        cmocka_unit_test(test_async_retry_dropped_connection),
         cmocka_unit_test(test_async_close_cancels),
         cmocka_unit_test(test_async_close_from_callback),
         cmocka_unit_test(test_async_errors),

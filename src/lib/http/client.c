@@ -39,13 +39,15 @@ struct pooled {
     struct net_stream *s;
     char *key;
     int64_t since;
+    bool linked; /* in c->idle; false once the peer closed it and it only waits for on_close */
     struct pooled *prev, *next;
 };
 
 struct http_client {
     uv_loop_t *loop;
     struct xfer *xfers;  /* in flight */
-    struct pooled *idle; /* connections waiting for reuse */
+    struct pooled *idle; /* connections waiting for reuse, newest first */
+    uv_timer_t sweep;    /* closes connections idle for longer than POOL_IDLE_MS */
     struct tls_entry *tls;
     size_t ntls;
     int refs; /* xfers and streams that still call back into c */
@@ -63,7 +65,8 @@ struct xfer {
     struct tls_ctx *tls;
     struct buf req; /* the serialised request */
     size_t max_body;
-    bool fresh, idempotent, head;
+    long timeout_ms;
+    bool fresh, retryable, head;
     bool reused; /* the connection came from the pool */
     bool retried;
     bool got_bytes; /* some response byte arrived */
@@ -74,7 +77,8 @@ struct xfer {
     size_t header_bytes;
     bool in_value;
     struct buf field, value;
-    const char *limit; /* why a parser callback stopped, or NULL */
+    size_t headers_cap; /* slots in resp.headers */
+    const char *limit;  /* why a parser callback stopped, or NULL */
     char limit_text[96];
     bool complete; /* a final response was parsed */
     bool keep_alive;
@@ -278,6 +282,9 @@ static void
 pool_unlink(struct pooled *p)
 {
     struct http_client *c = p->c;
+    if (!p->linked)
+        return;
+    p->linked = false;
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -287,20 +294,28 @@ pool_unlink(struct pooled *p)
     p->prev = p->next = NULL;
 }
 
+/* The connection stops being reusable at once; its memory goes in idle_close. */
+static void
+pool_kill(struct pooled *p)
+{
+    pool_unlink(p);
+    net_stream_close(p->s);
+}
+
 static void
 idle_read(struct net_stream *s, const uint8_t *d, size_t n, void *arg)
 {
+    (void)s;
     (void)d;
     (void)n;
-    (void)arg;
-    net_stream_close(s); /* nothing may arrive on an idle connection */
+    pool_kill(arg); /* nothing may arrive on an idle connection */
 }
 
 static void
 idle_eof(struct net_stream *s, void *arg)
 {
-    (void)arg;
-    net_stream_close(s);
+    (void)s;
+    pool_kill(arg);
 }
 
 static void
@@ -336,6 +351,30 @@ stream_drop(struct http_client *c, struct net_stream *s)
     net_stream_close(s);
 }
 
+/* Closes the connections that sat idle too long. The list is newest first, so they are its
+ * tail. Servers close idle connections too, but one that never does must not keep a slot of
+ * the pool (and a socket) for ever. */
+static void
+pool_expire(struct http_client *c, int64_t now)
+{
+    struct pooled *p = c->idle;
+    while (p && now - p->since <= POOL_IDLE_MS)
+        p = p->next;
+    while (p) {
+        struct pooled *next = p->next;
+        pool_kill(p);
+        p = next;
+    }
+    if (c->idle == NULL)
+        uv_timer_stop(&c->sweep);
+}
+
+static void
+on_sweep(uv_timer_t *t)
+{
+    pool_expire(t->data, time_mono_ms());
+}
+
 static void
 pool_put(struct http_client *c, const char *key, struct net_stream *s)
 {
@@ -351,25 +390,30 @@ pool_put(struct http_client *c, const char *key, struct net_stream *s)
     p->s = s;
     p->key = xstrdup(key);
     p->since = time_mono_ms();
+    p->linked = true;
     p->next = c->idle;
     if (c->idle)
         c->idle->prev = p;
     c->idle = p;
     net_stream_bind(s, &idle_cbs, p);
+    if (!uv_is_active((uv_handle_t *)&c->sweep))
+        uv_timer_start(&c->sweep, on_sweep, POOL_IDLE_MS / 2, POOL_IDLE_MS / 2);
 }
 
-/* Takes an idle connection for key that has not sat too long, or returns NULL. */
+/* Takes the most recently used idle connection for key, or returns NULL. */
 static struct net_stream *
 pool_take(struct http_client *c, const char *key)
 {
-    int64_t now = time_mono_ms();
+    pool_expire(c, time_mono_ms());
     for (struct pooled *p = c->idle; p; p = p->next) {
-        if (!str_eq(p->key, key) || now - p->since > POOL_IDLE_MS)
+        if (!str_eq(p->key, key))
             continue;
         pool_unlink(p);
         struct net_stream *s = p->s;
         free(p->key);
         free(p);
+        if (c->idle == NULL)
+            uv_timer_stop(&c->sweep);
         return s; /* its client reference passes to the xfer that takes it */
     }
     return NULL;
@@ -439,14 +483,16 @@ xfer_fail(struct xfer *x, const char *reason)
 static bool
 xfer_retry(struct xfer *x)
 {
-    if (!x->reused || x->retried || x->got_bytes || !x->idempotent || x->c->closing)
+    if (!x->reused || x->retried || x->got_bytes || !x->retryable || x->c->closing)
         return false;
     x->retried = true;
     x->reused = false;
-    stream_drop(x->c, x->s);
-    x->s = NULL;
+    if (x->s) { /* NULL when the stream already closed (reset, write error) */
+        stream_drop(x->c, x->s);
+        x->s = NULL;
+    }
     http_client_resp_fini(&x->resp);
-    llhttp_reset(&x->parser);
+    x->headers_cap = 0;
     xfer_dial(x);
     return true;
 }
@@ -458,7 +504,7 @@ on_timeout(uv_timer_t *t)
     char reason[96];
     snprintf(reason, sizeof(reason),
              "request timed out after %.1fs (Client.Timeout exceeded while awaiting headers)",
-             (double)uv_timer_get_repeat(t) / 1000.0);
+             (double)x->timeout_ms / 1000.0);
     xfer_fail(x, reason);
 }
 
@@ -487,7 +533,10 @@ flush_header(struct xfer *x)
     if (!x->in_value)
         return;
     struct http_client_resp *r = &x->resp;
-    r->headers = xrealloc(r->headers, (r->nheaders + 1) * sizeof(*r->headers));
+    if (r->nheaders == x->headers_cap) {
+        x->headers_cap = x->headers_cap ? 2 * x->headers_cap : 16;
+        r->headers = xrealloc(r->headers, x->headers_cap * sizeof(*r->headers));
+    }
     struct http_client_header *h = &r->headers[r->nheaders++];
     h->name = client_strndup_trim(x->field.data ? x->field.data : "", x->field.len);
     h->value = client_strndup_trim(x->value.data ? x->value.data : "", x->value.len);
@@ -501,6 +550,7 @@ p_message_begin(llhttp_t *p)
 {
     struct xfer *x = p->data;
     client_resp_headers_clear(&x->resp);
+    x->headers_cap = 0;
     buf_reset(&x->resp.body);
     x->in_value = false;
     buf_reset(&x->field);
@@ -599,7 +649,6 @@ settings_init(void)
 static void
 x_connect(struct net_stream *s, const char *err, void *arg)
 {
-    (void)s;
     struct xfer *x = arg;
     if (err) {
         /* It closes itself; its close must not reach x, which ends now. */
@@ -691,8 +740,9 @@ xfer_dial(struct xfer *x)
         return;
     }
     x->c->refs++;
+    /* The request's timer ends the xfer first; this only bounds the stream on its own. */
     x->s = net_stream_dial(x->c->loop, x->host, x->port, x->https ? x->tls : NULL, NULL,
-                           CLIENT_TIMEOUT_MS, &xfer_cbs, x);
+                           x->timeout_ms, &xfer_cbs, x);
 }
 
 /* ---- building a request ---- */
@@ -778,10 +828,12 @@ xfer_new(struct http_client *c, const struct http_client_req *req, char **why)
     x->method = xstrdup(req->method && req->method[0] ? req->method : "GET");
     x->url = xstrdup(req->url ? req->url : "");
     x->max_body = req->max_body ? req->max_body : CLIENT_MAX_BODY;
+    x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : CLIENT_TIMEOUT_MS;
     x->fresh = req->fresh_connection;
     x->head = str_eq(x->method, "HEAD");
-    x->idempotent = str_eq(x->method, "GET") || x->head || str_eq(x->method, "PUT") ||
-                    str_eq(x->method, "DELETE") || str_eq(x->method, "OPTIONS");
+    /* Only what is safe to send twice: a server may have acted on a request that then lost
+     * its answer with the connection. */
+    x->retryable = str_eq(x->method, "GET") || x->head;
     *why = xfer_build(x, req);
     if (!*why && x->https) {
         char *err = NULL;
@@ -808,13 +860,49 @@ xfer_discard(struct xfer *x)
 
 /* ---- the asynchronous client ---- */
 
+static void
+client_sweep_closed(uv_handle_t *h)
+{
+    client_unref(h->data);
+}
+
 struct http_client *
 http_client_new(uv_loop_t *loop)
 {
     struct http_client *c = xcalloc(1, sizeof(*c));
     c->loop = loop;
-    c->refs = 1; /* the owner's, dropped by http_client_close */
+    uv_timer_init(loop, &c->sweep);
+    c->sweep.data = c;
+    c->refs = 2; /* the owner's, dropped by http_client_close, and the sweep timer's */
     return c;
+}
+
+/* http_client_start, with the reason a request could not start returned in *why (the full
+ * Go-style text; the caller frees it). */
+static int
+client_start(struct http_client *c, const struct http_client_req *req, http_client_cb cb, void *arg,
+             char **why)
+{
+    char *reason = NULL;
+    struct xfer *x = xfer_new(c, req, &reason);
+    if (reason) {
+        *why = client_error_format(x->method, x->url, reason);
+        free(reason);
+        xfer_discard(x);
+        return -1;
+    }
+    x->cb = cb;
+    x->arg = arg;
+    c->refs++; /* the xfer's, until its timer closed */
+    uv_timer_init(c->loop, &x->timer);
+    x->timer.data = x;
+    uv_timer_start(&x->timer, on_timeout, (uint64_t)x->timeout_ms, 0);
+    x->next = c->xfers;
+    if (c->xfers)
+        c->xfers->prev = x;
+    c->xfers = x;
+    xfer_dial(x);
+    return 0;
 }
 
 /* Copies what it needs from req; cb runs later on the loop, never from inside this call. */
@@ -825,27 +913,11 @@ http_client_start(struct http_client *c, const struct http_client_req *req, http
     if (c == NULL || c->closing || cb == NULL || req == NULL)
         return -1;
     char *why = NULL;
-    struct xfer *x = xfer_new(c, req, &why);
-    if (why) {
-        char *e = client_error_format(x->method, x->url, why);
-        log_debug("http client: %s", e);
-        free(e);
+    if (client_start(c, req, cb, arg, &why) < 0) {
+        log_debug("http client: %s", why);
         free(why);
-        xfer_discard(x);
         return -1;
     }
-    x->cb = cb;
-    x->arg = arg;
-    c->refs++; /* the xfer's, until its timer closed */
-    uv_timer_init(c->loop, &x->timer);
-    x->timer.data = x;
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : CLIENT_TIMEOUT_MS;
-    uv_timer_start(&x->timer, on_timeout, (uint64_t)timeout, (uint64_t)timeout);
-    x->next = c->xfers;
-    if (c->xfers)
-        c->xfers->prev = x;
-    c->xfers = x;
-    xfer_dial(x);
     return 0;
 }
 
@@ -873,8 +945,9 @@ http_client_close(struct http_client *c)
         x->cb(&x->resp, x->arg);
         uv_close((uv_handle_t *)&x->timer, xfer_timer_closed);
     }
-    for (struct pooled *p = c->idle; p; p = p->next)
-        net_stream_close(p->s); /* idle_close unlinks and frees each */
+    while (c->idle)
+        pool_kill(c->idle); /* idle_close frees each */
+    uv_close((uv_handle_t *)&c->sweep, client_sweep_closed);
     client_unref(c);
 }
 
@@ -907,15 +980,7 @@ http_client_do(const struct http_client_req *req, struct http_client_resp *resp)
     uv_loop_init(&loop);
     struct http_client *c = http_client_new(&loop);
     struct sync_result sr = {resp, false};
-    char *why = NULL;
-    struct xfer *x = xfer_new(c, req, &why);
-    if (why) {
-        resp->error = client_error_format(x->method, x->url, why);
-        free(why);
-        xfer_discard(x);
-    } else {
-        xfer_discard(x); /* built to check the request; start builds its own */
-        http_client_start(c, req, sync_cb, &sr);
+    if (client_start(c, req, sync_cb, &sr, &resp->error) == 0) {
         while (!sr.done && uv_run(&loop, UV_RUN_ONCE))
             ;
     }

@@ -1,8 +1,8 @@
-/* HTTP client for the control plane (libcurl underneath): blocking for the CLI, and
- * asynchronous on a libuv loop for the servers (curl multi driven by uv_poll/uv_timer).
- * Redirects are never followed: a 3xx is returned to the caller as it is.
- * Outbound TLS verifies against the system trust store, which SSL_CERT_FILE / SSL_CERT_DIR
- * can replace, as OpenSSL's and Go's clients allow. */
+/* HTTP/1.1 client for the control plane, on libuv (net/stream: TCP, TLS) and llhttp:
+ * asynchronous on a loop for the servers, blocking for the CLI (the same code on a private
+ * loop). Redirects are never followed: a 3xx is returned to the caller as it is. Outbound TLS
+ * verifies against the system trust store, which SSL_CERT_FILE / SSL_CERT_DIR can replace, as
+ * OpenSSL's and Go's clients allow. Environment proxies (http_proxy...) are not used. */
 #ifndef HTTP_CLIENT_H
 #define HTTP_CLIENT_H
 
@@ -35,8 +35,8 @@ struct http_client_resp {
     struct buf body;
     struct http_client_header *headers;
     size_t nheaders;
-    char *error; /* transport error, e.g. `Get "https://x/healthz-report": Connection
-                    refused`; NULL on success */
+    char *error; /* transport error, worded like Go's, e.g. `Get "https://x/healthz-report": dial
+                    tcp 10.0.0.1:443: connect: connection refused`; NULL on success */
 };
 
 void http_client_resp_init(struct http_client_resp *r);
