@@ -1098,6 +1098,13 @@ test_tls_verify(void **state)
     assert_int_equal(do_req(s, "GET", "/hello", NULL, 0, NULL, 0, &r), -1);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.error, "certificate"));
+    char *url = srv_url(s, "/hello");
+    char *want = xasprintf("Get \"%s\": tls: failed to verify certificate: x509: certificate "
+                           "signed by unknown authority",
+                           url); /* as Go prints it */
+    assert_string_equal(r.error, want);
+    free(want);
+    free(url);
     http_client_resp_fini(&r);
 
     setenv("SSL_CERT_FILE", tls_cert, 1);
@@ -1105,6 +1112,16 @@ test_tls_verify(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body.data, "hello world");
     http_client_resp_fini(&r);
+
+    /* A trusted certificate for another name: the certificate is for IP 127.0.0.1 only. */
+    url = xasprintf("https://localhost:%d/hello", s->port);
+    struct http_client_req req = {.method = "GET", .url = url};
+    assert_int_equal(http_client_do(&req, &r), -1);
+    assert_non_null(strstr(r.error,
+                           "tls: failed to verify certificate: x509: certificate is not valid for "
+                           "localhost"));
+    http_client_resp_fini(&r);
+    free(url);
     unsetenv("SSL_CERT_FILE");
 
     setenv("SSL_CERT_DIR", tls_hashdir, 1);

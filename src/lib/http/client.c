@@ -654,7 +654,15 @@ x_connect(struct net_stream *s, const char *err, void *arg)
         /* It closes itself; its close must not reach x, which ends now. */
         net_stream_bind(s, &orphan_cbs, x->c);
         x->s = NULL;
-        xfer_fail(x, err);
+        /* Go says "tls: ..." where net/stream says "TLS handshake: ...". */
+        static const char hs[] = "TLS handshake: ";
+        if (strncmp(err, hs, sizeof(hs) - 1) == 0) {
+            char *why = xasprintf("tls: %s", err + sizeof(hs) - 1);
+            xfer_fail(x, why);
+            free(why);
+        } else {
+            xfer_fail(x, err);
+        }
         return;
     }
     xfer_send(x);

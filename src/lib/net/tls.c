@@ -385,6 +385,41 @@ tls_session_feed(struct tls_session *s, const void *data, size_t n)
     BIO_write(s->rbio, data, (int)n);
 }
 
+/* Why the server's certificate was refused, in the words of Go's crypto/tls and x509 (what
+ * Coder's own binaries print, so operators can search for it). */
+static void
+verify_error_text(SSL *ssl, long vr, char *out, size_t cap)
+{
+    const char *pre = "failed to verify certificate: x509: ";
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    switch (vr) {
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        snprintf(out, cap, "%scertificate signed by unknown authority", pre);
+        return;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        snprintf(out, cap, "%scertificate has expired or is not yet valid", pre);
+        return;
+    case X509_V_ERR_HOSTNAME_MISMATCH: {
+        const char *host = X509_VERIFY_PARAM_get0_host(param, 0);
+        snprintf(out, cap, "%scertificate is not valid for %s", pre, host ? host : "this host");
+        return;
+    }
+    case X509_V_ERR_IP_ADDRESS_MISMATCH: {
+        char *ip = X509_VERIFY_PARAM_get1_ip_asc(param);
+        snprintf(out, cap, "%scertificate is not valid for IP %s", pre, ip ? ip : "address");
+        OPENSSL_free(ip);
+        return;
+    }
+    default:
+        snprintf(out, cap, "%s%s", pre, X509_verify_cert_error_string(vr));
+    }
+}
+
 int
 tls_session_read(struct tls_session *s, void *out, size_t cap, const char **why)
 {
@@ -398,10 +433,8 @@ tls_session_read(struct tls_session *s, void *out, size_t cap, const char **why)
     if (e == SSL_ERROR_ZERO_RETURN) {
         *why = "peer closed TLS";
     } else if (vr != X509_V_OK && !SSL_is_server(s->ssl)) {
-        /* Say why the peer's certificate was refused, as Go's x509 errors do. */
-        static _Thread_local char text[160];
-        snprintf(text, sizeof(text), "certificate verify failed: %s",
-                 X509_verify_cert_error_string(vr));
+        static _Thread_local char text[320];
+        verify_error_text(s->ssl, vr, text, sizeof(text));
         *why = text;
     } else {
         unsigned long le = ERR_peek_last_error();
