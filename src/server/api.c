@@ -77,6 +77,9 @@ static const struct api_route api_routes[] = {
     {{"GET", "/api/v2/workspaceagents/{workspaceagent}/port-forward", NULL},
      api_agents_port_forward,
      API_AUTH_USER},
+    {{"POST", "/api/v2/workspaceproxies/me/issue-signed-app-token", NULL},
+     api_proxies_issue_app_token,
+     API_AUTH_PROXY},
     {{"GET", "/api/v2/workspaceproxies/me/crypto-keys", NULL},
      api_proxies_crypto_keys,
      API_AUTH_PROXY},
@@ -106,7 +109,7 @@ api_reply_json(struct api_ctx *c, int status, json_t *j)
     buf_puts(&c->ex->rbody, s);
     buf_putc(&c->ex->rbody, '\n');
     free(s);
-    http_exchange_header(c->ex, "Content-Type", "application/json; charset=utf-8");
+    http_exchange_header_set(c->ex, "Content-Type", "application/json; charset=utf-8");
     c->ex->status = status;
 }
 

@@ -382,7 +382,12 @@ token_from_request(const struct http_request *r)
 int
 api_auth_user(struct api_ctx *c)
 {
-    char *token = token_from_request(&c->ex->req);
+    return api_auth_user_token(c, token_from_request(&c->ex->req));
+}
+
+int
+api_auth_user_token(struct api_ctx *c, char *token)
+{
     char id[APIKEY_ID_LEN + 1];
     uint8_t hash[32];
     const char *detail = NULL;

@@ -689,15 +689,14 @@ api_agents_tunnel(struct api_ctx *c)
 
 #define TICKET_TTL_S 600
 
-/* The newest agent_tunnel key in use: copies its secret (bytes) and sequence. */
-static int
-tunnel_key(struct api_ctx *c, uint8_t key[64], size_t *len, int64_t *seq)
+int
+api_feature_key(struct api_ctx *c, const char *feature, uint8_t key[64], size_t *len, int64_t *seq)
 {
     struct store_crypto_key *v = NULL;
     size_t n = 0;
     int64_t now = time_now_ms();
     int rc = -1;
-    if (store_crypto_key_list(c->st, "agent_tunnel", now, &v, &n) == 0) {
+    if (store_crypto_key_list(c->st, feature, now, &v, &n) == 0) {
         for (size_t i = n; i-- > 0;) {
             if (v[i].starts_at > now)
                 continue;
@@ -726,7 +725,8 @@ api_agents_regions(struct api_ctx *c)
     size_t keylen = 0;
     int64_t seq = 0;
     if (store_workspace_by_id(c->st, c->agent.workspace_id, &w) < 0 ||
-        store_proxy_list(c->st, false, &px, &npx) < 0 || tunnel_key(c, key, &keylen, &seq) < 0) {
+        store_proxy_list(c->st, false, &px, &npx) < 0 ||
+        api_feature_key(c, "agent_tunnel", key, &keylen, &seq) < 0) {
         api_reply_error(c, 500, "Internal error listing regions.", NULL);
         goto out;
     }

@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "base/uuid.h"
+#include "http/common.h"
 #include "http/url.h"
 #include "tunnel/table.h"
 #include "tunnel/conn.h"
@@ -553,7 +554,12 @@ resolve_run(struct store *st, void *arg)
         api_reply_error(c, 404, "Resource not found or you do not have access to this resource",
                         NULL);
     } else {
-        c->ex->status = 0; /* a public app: the failed sign-in does not matter */
+        /* A public app: the failed sign-in does not matter (but its reply must not leak into
+         * the app's response). */
+        if (!signed_in) {
+            http_exchange_reset_response(c->ex);
+            http_common_headers(c->ex, c->p->cfg.hsts_max_age, c->p->cfg.hsts_options);
+        }
     }
     store_apps_free(apps, napps);
     store_agents_free(agents, nagents);

@@ -100,6 +100,8 @@ void api_users_keys_create(struct api_ctx *c);
 void api_users_authmethods(struct api_ctx *c);
 /* Looks up a session token: 0 with user/key filled, or replies 401 and returns -1. */
 int api_auth_user(struct api_ctx *c);
+/* The same for a token the caller read (taken over: freed here; NULL = none). */
+int api_auth_user_token(struct api_ctx *c, char *token);
 /* Resolves the {user} route parameter ("me", a username or a UUID); members may name only
  * themselves. 0 with out filled, or replies (404) and returns -1. */
 int api_resolve_user(struct api_ctx *c, struct store_user *out);
@@ -114,6 +116,7 @@ void api_regions(struct api_ctx *c);
 void api_proxies_register(struct api_ctx *c);
 void api_proxies_deregister(struct api_ctx *c);
 void api_proxies_crypto_keys(struct api_ctx *c);
+void api_proxies_issue_app_token(struct api_ctx *c);
 int api_auth_proxy(struct api_ctx *c);
 
 /* api_workspaces.c */
@@ -126,6 +129,10 @@ void api_agents_get(struct api_ctx *c);
 void api_agents_manifest(struct api_ctx *c);
 void api_agents_tunnel(struct api_ctx *c);
 void api_agents_regions(struct api_ctx *c);
+/* The newest key of a crypto-key feature in use: its secret (bytes, at most 64) and sequence.
+ * Returns 0 or -1. */
+int api_feature_key(struct api_ctx *c, const char *feature, uint8_t key[64], size_t *len,
+                    int64_t *seq);
 void api_agents_port_forward(struct api_ctx *c);
 /* Looks up the agent token: 0 with c->agent filled, or replies 401 and returns -1. */
 int api_auth_agent(struct api_ctx *c);

@@ -98,3 +98,58 @@ def test_agent_regions_carry_tickets_for_healthy_proxies(ctx):
 
     # A user's token is not an agent's.
     assert stack.api.get("/api/v2/workspaceagents/me/regions").status_code == 401
+
+
+def test_issue_signed_app_token(ctx):
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    stack = ctx.stack()
+    _, ptoken = stack.create_proxy("ny")
+    r = stack.client.run("create", "dev", "--app", "code=http://127.0.0.1:8080",
+                         "--app", "pub=http://127.0.0.1:8081,subdomain,share=public")
+    assert r.rc == 0, r
+    proxy = Api(stack.primary.url, None)
+    hdr = {"Coder-External-Proxy-Token": ptoken}
+
+    def issue(method, slug, session):
+        body = {"app_request": {"access_method": method, "base_path": "/",
+                                "username_or_id": "admin", "workspace_name_or_id": "dev",
+                                "agent_name_or_id": "main", "app_slug_or_port": slug},
+                "path_app_base_url": "http://proxy", "app_hostname": "", "app_path": "/",
+                "app_query": "", "session_token": session}
+        return proxy.post("/api/v2/workspaceproxies/me/issue-signed-app-token", json=body,
+                          headers=hdr)
+
+    r = issue("path", "code", stack.client.token())
+    assert r.status_code == 201, r.text
+    tok = r.json()["signed_token_str"]
+    head, payload, sig = tok.split(".")
+    dec = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+    claims = json.loads(dec(payload))
+    assert claims["app_url"] == "http://127.0.0.1:8080"
+    assert claims["request"]["app_slug_or_port"] == "code"
+    assert 0 < claims["exp"] - time.time() <= 60
+    kid = json.loads(dec(head))["kid"]
+    keys = _keys(stack, ptoken, "workspace_apps_token").json()["crypto_keys"]
+    key = next(k for k in keys if str(k["sequence"]) == kid)
+    mac = hmac.new(bytes.fromhex(key["secret"]), f"{head}.{payload}".encode(),
+                   hashlib.sha512).digest()
+    assert mac == dec(sig)
+
+    # Signed out: only a public subdomain app; a port is the owner's.
+    assert issue("path", "code", "").status_code == 401
+    r = issue("subdomain", "pub", "")
+    assert r.status_code == 201, r.text
+    assert issue("path", "pub", "").status_code == 401  # path apps are never public
+    assert issue("subdomain", "8080", stack.client.token()).status_code == 201
+    assert issue("path", "nope", stack.client.token()).status_code == 404
+    # Only proxies ask.
+    r = stack.api.post("/api/v2/workspaceproxies/me/issue-signed-app-token", json={})
+    assert r.status_code == 401
+    r = proxy.post("/api/v2/workspaceproxies/me/issue-signed-app-token",
+                   json={"app_request": {"access_method": "terminal"}}, headers=hdr)
+    assert r.status_code == 400

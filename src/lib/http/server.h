@@ -125,6 +125,10 @@ const char *http_exchange_param(const struct http_exchange *ex, const char *name
 
 /* Response helpers: set headers and body, then finish. Header names are sent as given. */
 void http_exchange_header(struct http_exchange *ex, const char *name, const char *value);
+/* Forgets a response being prepared (status, headers, body) that was not sent. */
+void http_exchange_reset_response(struct http_exchange *ex);
+/* Replaces the first header of that name (case-insensitively), or adds it. */
+void http_exchange_header_set(struct http_exchange *ex, const char *name, const char *value);
 void http_exchange_header_printf(struct http_exchange *ex, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool http_exchange_has_header(const struct http_exchange *ex, const char *name);
