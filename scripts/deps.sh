@@ -6,7 +6,7 @@ set -eu
 
 PKGS="cmake ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev
 libuv1-dev libssl-dev openssl libnghttp2-dev libjansson-dev libyaml-dev libsqlite3-dev
-node-llhttp libjose-dev zlib1g-dev libcmocka-dev
+node-llhttp zlib1g-dev libcmocka-dev
 python3 python3-pytest python3-requests curl prometheus ca-certificates procps"
 
 missing=""

@@ -139,7 +139,17 @@ test_crypto(void **state)
         assert_memory_equal(d, v[i].in, (size_t)n);
         free(e);
     }
+    /* base64url, as JOSE uses it: "-" and "_", and one encoding per value. */
+    char *u = b64url_encode((const uint8_t *)"\xfb\xff", 2);
+    assert_string_equal(u, "-_8");
+    free(u);
     uint8_t d[16];
+    assert_int_equal(b64url_decode("-_8", 3, d, sizeof(d)), 2);
+    assert_memory_equal(d, "\xfb\xff", 2);
+    assert_int_equal(b64url_decode("-_9", 3, d, sizeof(d)), -1); /* non-zero spare bits */
+    assert_int_equal(b64url_decode("+/8", 3, d, sizeof(d)), -1);
+    assert_int_equal(b64url_decode("Zm9vY", 5, d, sizeof(d)), -1);
+    assert_int_equal(b64url_decode("Zm9vYmFy", 8, d, 5), -1); /* too long for the buffer */
     assert_true(b64_raw_decode("Zm9v=", d, sizeof(d)) < 0);
     assert_true(b64_raw_decode("Zm-v", d, sizeof(d)) < 0);
 }

@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 void
@@ -95,8 +96,12 @@ hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap)
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-char *
-b64_raw_encode(const uint8_t *in, size_t n)
+static const char b64url_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Unpadded base64 over the given alphabet. */
+static char *
+b64_encode_with(const uint8_t *in, size_t n, const char *chars)
 {
     char *out = xmalloc((n + 2) / 3 * 4 + 1);
     size_t o = 0;
@@ -106,28 +111,39 @@ b64_raw_encode(const uint8_t *in, size_t n)
             v |= (uint32_t)in[i + 1] << 8;
         if (i + 2 < n)
             v |= in[i + 2];
-        out[o++] = b64chars[(v >> 18) & 63];
-        out[o++] = b64chars[(v >> 12) & 63];
+        out[o++] = chars[(v >> 18) & 63];
+        out[o++] = chars[(v >> 12) & 63];
         if (i + 1 < n)
-            out[o++] = b64chars[(v >> 6) & 63];
+            out[o++] = chars[(v >> 6) & 63];
         if (i + 2 < n)
-            out[o++] = b64chars[v & 63];
+            out[o++] = chars[v & 63];
     }
     out[o] = '\0';
     return out;
 }
 
-long
-b64_raw_decode(const char *in, uint8_t *out, size_t outcap)
+char *
+b64_raw_encode(const uint8_t *in, size_t n)
 {
+    return b64_encode_with(in, n, b64chars);
+}
+
+/* Decodes len characters over the given alphabet. strict: also refuse an impossible length
+ * and non-zero spare bits in the last character (one encoding per value). */
+static long
+b64_decode_with(const char *in, size_t len, uint8_t *out, size_t outcap, const char *chars,
+                bool strict)
+{
+    if (strict && len % 4 == 1)
+        return -1; /* no encoding ends with one character */
     uint32_t acc = 0;
     int bits = 0;
     size_t o = 0;
-    for (const char *p = in; *p; p++) {
-        const char *q = strchr(b64chars, *p);
+    for (size_t i = 0; i < len; i++) {
+        const char *q = in[i] ? strchr(chars, in[i]) : NULL;
         if (q == NULL)
             return -1;
-        acc = acc << 6 | (uint32_t)(q - b64chars);
+        acc = acc << 6 | (uint32_t)(q - chars);
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
@@ -136,5 +152,27 @@ b64_raw_decode(const char *in, uint8_t *out, size_t outcap)
             out[o++] = (uint8_t)(acc >> bits);
         }
     }
+    if (strict && bits && (acc & ((1u << bits) - 1)))
+        return -1;
     return (long)o;
+}
+
+long
+b64_raw_decode(const char *in, uint8_t *out, size_t outcap)
+{
+    return b64_decode_with(in, strlen(in), out, outcap, b64chars, false);
+}
+
+/* ---- base64url (RFC 4648 §5), unpadded, as JOSE uses it ---- */
+
+char *
+b64url_encode(const uint8_t *in, size_t n)
+{
+    return b64_encode_with(in, n, b64url_chars);
+}
+
+long
+b64url_decode(const char *in, size_t len, uint8_t *out, size_t outcap)
+{
+    return b64_decode_with(in, len, out, outcap, b64url_chars, true);
 }

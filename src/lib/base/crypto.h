@@ -25,5 +25,9 @@ long hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap);
 char *b64_raw_encode(const uint8_t *in, size_t n);
 /* Decodes raw (unpadded) standard base64. Returns bytes written or -1. */
 long b64_raw_decode(const char *in, uint8_t *out, size_t outcap);
+/* Unpadded base64url (JOSE). decode reads len characters; returns the byte count or -1 for a
+ * character outside the alphabet, a non-canonical ending, or more than outcap bytes. */
+char *b64url_encode(const uint8_t *in, size_t n);
+long b64url_decode(const char *in, size_t len, uint8_t *out, size_t outcap);
 
 #endif

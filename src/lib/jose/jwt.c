@@ -1,15 +1,11 @@
-/* Compact JWS (libjose) and JWE (OpenSSL + zlib): see jose.h.
- *
- * JWS goes through libjose. JWE does not: libjose writes A256GCMKW's "iv" and "tag" into the
- * per-recipient unprotected header, which the compact form (what Coder's go-jose produces and
- * expects) cannot carry; here they go into the protected header, as RFC 7518 §4.7 allows and
- * compact serialisation requires. The primitives are OpenSSL's AES-256-GCM and zlib's raw
- * DEFLATE. */
+/* Compact JWS HS512 and JWE A256GCMKW + A256GCM on OpenSSL (HMAC-SHA512, AES-256-GCM) and
+ * zlib (raw DEFLATE); see jwt.h. The framing is RFC 7515/7516 compact serialisation; A256GCMKW's
+ * "iv" and "tag" go in the protected header, where compact serialisation needs them. */
 #include "jose/jwt.h"
 #include "base/crypto.h"
 #include "base/util.h"
 
-#include <jose/jose.h>
+#include <openssl/hmac.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -17,38 +13,26 @@
 #include <string.h>
 #include <zlib.h>
 
-/* ---- base64url through libjose ---- */
+/* ---- base64url ---- */
 
 static char *
 b64(const void *data, size_t n)
 {
-    json_t *j = jose_b64_enc(data, n);
-    char *s = xstrdup(json_string_value(j));
-    json_decref(j);
-    return s;
+    return b64url_encode(data, n);
 }
 
 /* Decodes n characters of s into a new buffer; returns NULL when invalid. */
 static uint8_t *
 unb64(const char *s, size_t n, size_t *outlen)
 {
-    json_t *j = json_stringn(s, n);
-    if (!j)
-        return NULL;
-    size_t len = jose_b64_dec(j, NULL, 0);
-    if (len == SIZE_MAX) {
-        json_decref(j);
-        return NULL;
-    }
-    uint8_t *out = xmalloc(len + 1);
-    if (jose_b64_dec(j, out, len) != (size_t)len) {
-        json_decref(j);
+    uint8_t *out = xmalloc(n / 4 * 3 + 4);
+    long got = b64url_decode(s, n, out, n / 4 * 3 + 3);
+    if (got < 0) {
         free(out);
         return NULL;
     }
-    json_decref(j);
-    out[len] = 0;
-    *outlen = len;
+    out[got] = 0;
+    *outlen = (size_t)got;
     return out;
 }
 
@@ -115,27 +99,33 @@ header_key(const json_t *h, jose_key_fn key, void *arg, uint8_t *k, size_t *klen
 
 /* ---- JWS HS512 ---- */
 
-static json_t *
-oct_jwk(const uint8_t *key, size_t len, const char *alg)
+/* HMAC-SHA512 over "header.payload" (the first hlen+1+plen bytes of input). */
+static void
+hs512(const uint8_t *key, size_t keylen, const char *input, size_t n, uint8_t mac[64])
 {
-    return json_pack("{s:s, s:o, s:s}", "kty", "oct", "k", jose_b64_enc(key, len), "alg", alg);
+    unsigned int len = 64;
+    HMAC(EVP_sha512(), key, (int)keylen, (const unsigned char *)input, n, mac, &len);
 }
 
 char *
 jose_sign_hs512(const uint8_t *key, size_t keylen, const char *kid, const json_t *claims)
 {
-    char *payload = json_dumps(claims, JSON_COMPACT);
-    json_t *jws = json_pack("{s:o}", "payload", jose_b64_enc(payload, strlen(payload)));
-    free(payload);
-    json_t *sig = json_pack("{s:{s:s, s:s}}", "protected", "alg", "HS512", "kid", kid ? kid : "");
-    json_t *jwk = oct_jwk(key, keylen, "HS512");
-    char *out = NULL;
-    if (jose_jws_sig(NULL, jws, sig, jwk))
-        out = xasprintf("%s.%s.%s", str_field(jws, "protected"), str_field(jws, "payload"),
-                        str_field(jws, "signature"));
-    json_decref(jwk);
-    json_decref(sig);
-    json_decref(jws);
+    json_t *h = json_pack("{s:s, s:s}", "alg", "HS512", "kid", kid ? kid : "");
+    char *hjson = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(h);
+    char *pjson = json_dumps(claims, JSON_COMPACT);
+    char *h64 = b64(hjson, strlen(hjson)), *p64 = b64(pjson, strlen(pjson));
+    char *input = xasprintf("%s.%s", h64, p64);
+    uint8_t mac[64];
+    hs512(key, keylen, input, strlen(input), mac);
+    char *s64 = b64(mac, sizeof(mac));
+    char *out = xasprintf("%s.%s", input, s64);
+    free(hjson);
+    free(pjson);
+    free(h64);
+    free(p64);
+    free(input);
+    free(s64);
     return out;
 }
 
@@ -157,32 +147,29 @@ jose_verify_hs512(const char *token, jose_key_fn key, void *arg, char *kid_out, 
     }
     uint8_t k[JOSE_MAX_KEY];
     size_t klen = 0;
-    json_t *claims = NULL;
     if (header_key(h, key, arg, k, &klen, kid_out, kidcap, err) < 0) {
         json_decref(h);
         return NULL;
     }
     json_decref(h);
-    json_t *jws = json_pack("{s:s%, s:s%, s:s%}", "protected", part[0], len[0], "payload", part[1],
-                            len[1], "signature", part[2], len[2]);
-    json_t *jwk = oct_jwk(k, klen, "HS512");
+    uint8_t mac[64], sig[64];
+    hs512(k, klen, part[0], len[0] + 1 + len[1], mac); /* "header.payload" as sent */
     OPENSSL_cleanse(k, sizeof(k));
-    if (!jws || !jose_jws_ver(NULL, jws, NULL, jwk, false)) {
+    if (b64url_decode(part[2], len[2], sig, sizeof(sig)) != 64 ||
+        CRYPTO_memcmp(mac, sig, 64) != 0) {
         *err = "invalid token signature";
-    } else {
-        size_t plen;
-        uint8_t *payload = unb64(part[1], len[1], &plen);
-        if (payload)
-            claims = json_loadb((const char *)payload, plen, JSON_REJECT_DUPLICATES, NULL);
-        free(payload);
-        if (!json_is_object(claims)) {
-            json_decref(claims);
-            claims = NULL;
-            *err = "token payload is not a JSON object";
-        }
+        return NULL;
     }
-    json_decref(jwk);
-    json_decref(jws);
+    size_t plen;
+    uint8_t *payload = unb64(part[1], len[1], &plen);
+    json_t *claims =
+        payload ? json_loadb((const char *)payload, plen, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    free(payload);
+    if (!json_is_object(claims)) {
+        json_decref(claims);
+        *err = "token payload is not a JSON object";
+        return NULL;
+    }
     return claims;
 }
 
