@@ -372,10 +372,14 @@ server_main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (serveropts_validate(&o.net, &err) < 0 || serveropts_log_setup(&o.net, g.verbose, &err) < 0)
+    if (serveropts_validate(&o.net, &err) < 0 ||
+        serveropts_log_setup(&o.net, g.verbose, &err) < 0) {
+        serveropts_fini(&o.net); /* what validate made before the failure */
         goto fail;
+    }
     if (o.proxy_health_interval < 100) {
         err = xstrdup("--proxy-health-interval must be at least 100ms");
+        serveropts_fini(&o.net);
         goto fail;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -357,8 +357,11 @@ wsproxy_main(int argc, char **argv)
         goto out;
     }
     if (serveropts_validate(&o.net, &err) < 0 || validate(&w, &err) < 0 ||
-        serveropts_log_setup(&o.net, g.verbose, &err) < 0)
+        serveropts_log_setup(&o.net, g.verbose, &err) < 0) {
+        serveropts_fini(&o.net); /* what validate made before the failure */
+        free(w.primary_url);
         goto fail;
+    }
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -367,6 +370,8 @@ wsproxy_main(int argc, char **argv)
     if (start(&w, &g, &err) < 0) {
         /* Close whatever was opened before failing; nothing was registered. */
         w.stopping = true;
+        agent_tunnels_close(w.tunnels); /* empty: frees at once */
+        w.tunnels = NULL;
         if (w.prom)
             http_server_shutdown(w.prom, 0, NULL, NULL);
         if (w.http)
