@@ -97,9 +97,52 @@ app_req_free(struct app_req *r)
 }
 
 static void
+html_escape(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            buf_puts(b, "&lt;");
+            break;
+        case '>':
+            buf_puts(b, "&gt;");
+            break;
+        case '&':
+            buf_puts(b, "&amp;");
+            break;
+        case '"':
+            buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            buf_puts(b, "&#39;");
+            break;
+        default:
+            buf_putc(b, *s);
+        }
+    }
+}
+
+/* An error for the user: a page for a browser, Coder's JSON for anything else. */
+static void
 fail_page(struct http_exchange *ex, int status, const char *title, const char *detail)
 {
-    http_reply_error(ex, status, title, detail);
+    const char *accept = http_request_header(&ex->req, "Accept");
+    if (!accept || !strstr(accept, "text/html")) {
+        http_reply_error(ex, status, title, detail);
+        return;
+    }
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
+    html_escape(&b, title);
+    buf_puts(&b, "</title></head><body><h1>");
+    html_escape(&b, title);
+    buf_puts(&b, "</h1><p>");
+    html_escape(&b, detail ? detail : "");
+    buf_puts(&b, "</p><p>Retry in a moment; if it persists, check the workspace and its agent."
+                 "</p></body></html>\n");
+    http_reply_text(ex, status, "text/html; charset=utf-8", b.data);
+    buf_fini(&b);
 }
 
 /* Ends the client's side (once) and lets go of the tunnel stream. */

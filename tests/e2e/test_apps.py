@@ -163,6 +163,11 @@ def test_app_down_and_agent_down(env):
     r = s.get(_url(stack, "site/"))
     assert r.status_code == 502
     assert r.json()["message"] == "Agent is not connected."
+    # A browser gets a page instead.
+    r = s.get(_url(stack, "site/"), headers={"Accept": "text/html,application/xhtml+xml"})
+    assert r.status_code == 502
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "<h1>Agent is not connected.</h1>" in r.text
     agent.start()
 
 

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1113,15 +1114,22 @@ test_tls_verify(void **state)
     assert_string_equal(r.body.data, "hello world");
     http_client_resp_fini(&r);
 
-    /* A trusted certificate for another name: the certificate is for IP 127.0.0.1 only. */
-    url = xasprintf("https://localhost:%d/hello", s->port);
-    struct http_client_req req = {.method = "GET", .url = url};
-    assert_int_equal(http_client_do(&req, &r), -1);
-    assert_non_null(strstr(r.error,
-                           "tls: failed to verify certificate: x509: certificate is not valid for "
-                           "localhost"));
-    http_client_resp_fini(&r);
-    free(url);
+    /* A trusted certificate for another name: the certificate is for IP 127.0.0.1 only. A
+     * minimal root (debootstrap) may have no /etc/hosts: then "localhost" cannot be dialled and
+     * this part has nothing to check. */
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo("localhost", NULL, NULL, &ai) == 0) {
+        freeaddrinfo(ai);
+        url = xasprintf("https://localhost:%d/hello", s->port);
+        struct http_client_req req = {.method = "GET", .url = url};
+        assert_int_equal(http_client_do(&req, &r), -1);
+        assert_non_null(strstr(r.error, "tls: failed to verify certificate: x509: certificate "
+                                        "is not valid for localhost"));
+        http_client_resp_fini(&r);
+        free(url);
+    } else {
+        fprintf(stderr, "note: \"localhost\" does not resolve here; name check not exercised\n");
+    }
     unsetenv("SSL_CERT_FILE");
 
     setenv("SSL_CERT_DIR", tls_hashdir, 1);
