@@ -61,7 +61,6 @@ struct agent {
     int64_t manifest_backoff_ms;
     char **allowed; /* "host:port" of the apps */
     size_t nallowed;
-    bool have_manifest;
     bool stopping;
 };
 
@@ -347,7 +346,6 @@ take_manifest(struct agent *a, json_t *m)
         a->allowed[a->nallowed++] = url_host_port(&u);
         url_free(&u);
     }
-    a->have_manifest = true;
 }
 
 static void

@@ -36,7 +36,6 @@ struct app_req {
     /* relaying */
     struct tunnel_stream *ts;
     llhttp_t parser;
-    llhttp_settings_t settings;
     size_t head_bytes;
     struct buf field, value;
     bool in_value;
@@ -505,13 +504,13 @@ relay(struct primary *p, struct app_req *r)
         app_req_free(r);
         return;
     }
-    r->settings.on_status = u_status;
-    r->settings.on_header_field = u_field;
-    r->settings.on_header_value = u_value;
-    r->settings.on_headers_complete = u_headers_complete;
-    r->settings.on_body = u_body;
-    r->settings.on_message_complete = u_message_complete;
-    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
+    static const llhttp_settings_t upstream = {.on_status = u_status,
+                                               .on_header_field = u_field,
+                                               .on_header_value = u_value,
+                                               .on_headers_complete = u_headers_complete,
+                                               .on_body = u_body,
+                                               .on_message_complete = u_message_complete};
+    llhttp_init(&r->parser, HTTP_RESPONSE, &upstream);
     r->parser.data = r;
     r->ts = tunnel_stream_open(tunnel_conn_session(tc), "CONNECT", r->target, NULL, NULL, 0,
                                &stream_cbs, r);
@@ -703,9 +702,7 @@ apps_handle(struct http_exchange *ex, struct primary *p)
 /* ---- port forwarding: a TCP stream to a workspace port, over an upgraded connection ---- */
 
 struct pf_req {
-    struct primary *p;
-    struct http_exchange *ex;
-    struct tunnel_stream *ts;
+    struct http_exchange *ex; /* NULL once answered */
 };
 
 static void
@@ -736,7 +733,6 @@ pf_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, 
         buf_fini(&early);
         return;
     }
-    f->ts = NULL;
     free(f); /* the pipe owns both ends from here */
     tunnel_pipe(s, st);
     if (early.len)
@@ -770,11 +766,9 @@ apps_port_forward(struct primary *p, struct http_exchange *ex, const char *agent
     char target[32];
     snprintf(target, sizeof(target), "127.0.0.1:%d", port);
     struct pf_req *f = xcalloc(1, sizeof(*f));
-    f->p = p;
     f->ex = ex;
-    f->ts =
-        tunnel_stream_open(tunnel_conn_session(tc), "CONNECT", target, NULL, NULL, 0, &pf_cbs, f);
-    if (!f->ts) {
+    if (!tunnel_stream_open(tunnel_conn_session(tc), "CONNECT", target, NULL, NULL, 0, &pf_cbs,
+                            f)) {
         free(f);
         http_reply_error(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
     }

@@ -33,7 +33,6 @@ struct keycache {
 
 /* An upgrade request waiting for a key fetch. */
 struct pending {
-    struct wsproxy *w;
     struct http_exchange *ex;
     struct pending *next;
 };
@@ -141,7 +140,6 @@ fetch_keys(struct wsproxy *w, struct http_exchange *ex)
 {
     struct keycache *kc = cache(w);
     struct pending *p = xcalloc(1, sizeof(*p));
-    p->w = w;
     p->ex = ex;
     p->next = kc->waiting;
     kc->waiting = p;

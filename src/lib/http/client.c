@@ -625,24 +625,13 @@ p_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* nothing after the response is ours */
 }
 
-static llhttp_settings_t parser_settings;
-
-static void
-settings_init(void)
-{
-    static bool done;
-    if (done)
-        return;
-    llhttp_settings_init(&parser_settings);
-    parser_settings.on_message_begin = p_message_begin;
-    parser_settings.on_status = p_status;
-    parser_settings.on_header_field = p_header_field;
-    parser_settings.on_header_value = p_header_value;
-    parser_settings.on_headers_complete = p_headers_complete;
-    parser_settings.on_body = p_body;
-    parser_settings.on_message_complete = p_message_complete;
-    done = true;
-}
+static const llhttp_settings_t parser_settings = {.on_message_begin = p_message_begin,
+                                                  .on_status = p_status,
+                                                  .on_header_field = p_header_field,
+                                                  .on_header_value = p_header_value,
+                                                  .on_headers_complete = p_headers_complete,
+                                                  .on_body = p_body,
+                                                  .on_message_complete = p_message_complete};
 
 /* ---- the connection's callbacks ---- */
 
@@ -826,7 +815,6 @@ out:
 static struct xfer *
 xfer_new(struct http_client *c, const struct http_client_req *req, char **why)
 {
-    settings_init();
     struct xfer *x = xcalloc(1, sizeof(*x));
     x->c = c;
     http_client_resp_init(&x->resp);

@@ -17,7 +17,6 @@ struct http_upgrade {
     struct net_stream *st;
     struct buf request;
     llhttp_t parser;
-    llhttp_settings_t settings;
     size_t head_bytes;
     int status;
     struct buf body;
@@ -183,14 +182,13 @@ http_upgrade_dial(uv_loop_t *loop, const char *base_url, const char *path, const
             buf_printf(&up->request, "%s\r\n", headers[i]);
     }
     buf_puts(&up->request, "\r\n");
-    llhttp_settings_init(&up->settings);
-    up->settings.on_status = p_bytes;
-    up->settings.on_header_field = p_bytes;
-    up->settings.on_header_value = p_bytes;
-    up->settings.on_headers_complete = p_headers_complete;
-    up->settings.on_body = p_body;
-    up->settings.on_message_complete = p_message_complete;
-    llhttp_init(&up->parser, HTTP_RESPONSE, &up->settings);
+    static const llhttp_settings_t answer = {.on_status = p_bytes,
+                                             .on_header_field = p_bytes,
+                                             .on_header_value = p_bytes,
+                                             .on_headers_complete = p_headers_complete,
+                                             .on_body = p_body,
+                                             .on_message_complete = p_message_complete};
+    llhttp_init(&up->parser, HTTP_RESPONSE, &answer);
     up->parser.data = up;
     up->st =
         net_stream_dial(loop, u.host, port, https ? tls : NULL, NULL, timeout_ms, &upgrade_cbs, up);

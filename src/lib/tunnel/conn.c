@@ -30,8 +30,7 @@ struct tunnel_conn {
     bool closing;
     int open; /* the stream, the timer and the prepare handle */
     char why[256];
-    /* Dialling only: the upgrade under way. */
-    bool upgrading;
+    /* Dialling only: the upgrade under way (the session exists once it succeeded). */
     struct http_upgrade *up;
 };
 
@@ -224,7 +223,7 @@ static void
 on_tick(uv_timer_t *timer)
 {
     struct tunnel_conn *tc = timer->data;
-    if (!tc->t || tc->upgrading)
+    if (!tc->t)
         return;
     if (tunnel_tick(tc->t, time_mono_ms()) < 0) {
         tc_fail(tc, "tunnel keepalive: no answer to PING for %d s", TUNNEL_KEEPALIVE_MS / 1000);
@@ -289,7 +288,7 @@ tunnel_conn_close(struct tunnel_conn *tc)
         tc->up = NULL;
         tc->open--;
     }
-    if (tc->t && !tc->upgrading) {
+    if (tc->t) {
         tunnel_shutdown(tc->t);
         tc_flush(tc);
     }
@@ -313,7 +312,6 @@ on_upgraded(struct net_stream *st, const struct buf *early, int status, const ch
         tc_close_now(tc);
         return;
     }
-    tc->upgrading = false;
     uv_timer_stop(&tc->timer);
     tc->st = st;
     net_stream_bind(st, &stream_cbs, tc);
@@ -335,7 +333,6 @@ tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct
             const struct tunnel_conn_cbs *cbs, void *arg)
 {
     struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
-    tc->upgrading = true;
     const char *hdrs[16];
     size_t n = 0;
     hdrs[n++] = "Coder-Tunnel-Version: 1";
