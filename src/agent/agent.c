@@ -459,10 +459,7 @@ agent_main(int argc, char **argv)
     struct agent a = {0};
     if (conf_parse(&cmd, argc, argv, &res, &err) < 0)
         goto fail;
-    if (res.help) {
-        char *h = conf_help(&cmd);
-        fputs(h, stdout);
-        free(h);
+    if (conf_print_requested(&cmd, &res)) {
         rc = 0;
         goto out;
     }

@@ -40,12 +40,8 @@ cli_parse(struct cli *c, const char *usage, const char *desc, const struct conf_
         free(err);
         return -1;
     }
-    if (c->res.help) {
-        char *h = conf_help(&c->cmd);
-        fputs(h, stdout);
-        free(h);
+    if (conf_print_requested(&c->cmd, &c->res))
         return 0;
-    }
     c->config_dir = global_config_dir(&c->g);
     if (headers_build(&c->g.headers, c->g.header_command, &c->headers, &err) < 0) {
         cli_fail("%s", err);

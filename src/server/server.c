@@ -358,17 +358,7 @@ server_main(int argc, char **argv)
     struct server_run *r = xcalloc(1, sizeof(*r));
     if (conf_parse(&cmd, argc, argv, &res, &err) < 0)
         goto fail;
-    if (res.help) {
-        char *h = conf_help(&cmd);
-        fputs(h, stdout);
-        free(h);
-        rc = 0;
-        goto out;
-    }
-    if (res.write_config) {
-        char *y = conf_write_yaml(&cmd);
-        fputs(y, stdout);
-        free(y);
+    if (conf_print_requested(&cmd, &res)) {
         rc = 0;
         goto out;
     }

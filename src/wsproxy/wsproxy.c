@@ -349,10 +349,7 @@ wsproxy_main(int argc, char **argv)
     int rc = 1;
     if (conf_parse(&cmd, argc, argv, &res, &err) < 0)
         goto fail;
-    if (res.help || res.write_config) {
-        char *s = res.help ? conf_help(&cmd) : conf_write_yaml(&cmd);
-        fputs(s, stdout);
-        free(s);
+    if (conf_print_requested(&cmd, &res)) {
         rc = 0;
         goto out;
     }

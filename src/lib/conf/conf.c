@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
@@ -616,6 +617,17 @@ conf_free_values(const struct conf_cmd *cmd, struct conf_result *res)
         free(res->args);
         memset(res, 0, sizeof(*res));
     }
+}
+
+bool
+conf_print_requested(const struct conf_cmd *cmd, const struct conf_result *res)
+{
+    if (!res->help && !res->write_config)
+        return false;
+    char *s = res->help ? conf_help(cmd) : conf_write_yaml(cmd);
+    fputs(s, stdout);
+    free(s);
+    return true;
 }
 
 const char *

@@ -69,6 +69,9 @@ void conf_free_values(const struct conf_cmd *cmd, struct conf_result *res);
 char *conf_help(const struct conf_cmd *cmd);
 /* Writes the current values of options that have a yaml path as a YAML document. */
 char *conf_write_yaml(const struct conf_cmd *cmd);
+/* Prints what --help or --write-config asked for to stdout. Returns true when it did: the
+ * command has nothing else to do. */
+bool conf_print_requested(const struct conf_cmd *cmd, const struct conf_result *res);
 /* Returns where an option's value came from: "default", "yaml", "env" or "flag". */
 const char *conf_source(const struct conf_cmd *cmd, const char *flag);
 
