@@ -59,11 +59,9 @@ api_proxies_issue_app_token(struct api_ctx *c)
     }
     bool subdomain = str_eq(method, "subdomain");
     /* The user, if the session is good; an anonymous caller may still reach a public app. */
-    store_user_fini(&c->user);
-    store_apikey_fini(&c->key);
-    bool signed_in = session && *session && api_auth_user_token(c, xstrdup(session)) == 0;
-    if (!signed_in)
-        http_exchange_reset_response(c->ex); /* decided below, with the app's sharing level */
+    struct api_auth_failure why = {0};
+    bool signed_in = session && *session && api_auth_check(c, xstrdup(session), &why) == 0;
+    api_auth_failure_fini(&why); /* a signed-out caller gets its own answer below */
     int rc = user_by_name_or_id(c->st, user, &owner);
     if (rc == 0)
         rc = store_workspace_by_owner_name(c->st, owner.id, ws, &w);

@@ -385,33 +385,57 @@ api_auth_user(struct api_ctx *c)
     return api_auth_user_token(c, token_from_request(&c->ex->req));
 }
 
+static void
+auth_fail(struct api_auth_failure *why, int status, const char *message, const char *detail)
+{
+    why->status = status;
+    why->message = xstrdup(message);
+    why->detail = detail ? xstrdup(detail) : NULL;
+}
+
+void
+api_auth_failure_fini(struct api_auth_failure *why)
+{
+    free(why->message);
+    free(why->detail);
+    memset(why, 0, sizeof(*why));
+}
+
+void
+api_reply_auth_failure(struct api_ctx *c, struct api_auth_failure *why)
+{
+    api_reply_error(c, why->status ? why->status : 401, why->message ? why->message : SIGNED_OUT,
+                    why->detail);
+    api_auth_failure_fini(why);
+}
+
 int
-api_auth_user_token(struct api_ctx *c, char *token)
+api_auth_check(struct api_ctx *c, char *token, struct api_auth_failure *why)
 {
     char id[APIKEY_ID_LEN + 1];
     uint8_t hash[32];
     const char *detail = NULL;
     int ret = -1;
     if (token == NULL) {
-        api_reply_error(c, 401, SIGNED_OUT,
-                        "Cookie \"coder_session_token\" or query parameter must be provided.");
+        auth_fail(why, 401, SIGNED_OUT,
+                  "Cookie \"coder_session_token\" or query parameter must be provided.");
         goto out;
     }
     if (auth_apikey_split(token, id, hash, &detail) < 0) {
-        api_reply_error(c, 401, SIGNED_OUT, detail);
+        auth_fail(why, 401, SIGNED_OUT, detail);
         goto out;
     }
     int rc = store_apikey_by_id(c->st, id, &c->key);
     if (rc == STORE_ENOTFOUND) {
-        api_reply_error(c, 401, SIGNED_OUT, "API key is invalid.");
+        auth_fail(why, 401, SIGNED_OUT, "API key is invalid.");
         goto out;
     }
     if (rc < 0) {
-        api_reply_error(c, 500, "Internal error fetching API key.", NULL);
+        auth_fail(why, 500, "Internal error fetching API key.", NULL);
         goto out;
     }
     if (!ct_equal(hash, c->key.hashed_secret, 32)) {
-        api_reply_error(c, 401, SIGNED_OUT, "API key secret is invalid.");
+        auth_fail(why, 401, SIGNED_OUT, "API key secret is invalid.");
         goto out;
     }
     int64_t now = time_now_ms();
@@ -419,19 +443,19 @@ api_auth_user_token(struct api_ctx *c, char *token)
         char ts[40], *msg;
         time_format_rfc3339(c->key.expires_at, ts, sizeof(ts));
         msg = xasprintf("API key expired at \"%s\".", ts);
-        api_reply_error(c, 401, SIGNED_OUT, msg);
+        auth_fail(why, 401, SIGNED_OUT, msg);
         free(msg);
         goto out;
     }
     if (store_user_by_id(c->st, c->key.user_id, &c->user) < 0) {
-        api_reply_error(c, 401, SIGNED_OUT, "API key is invalid.");
+        auth_fail(why, 401, SIGNED_OUT, "API key is invalid.");
         goto out;
     }
     if (strcmp(c->user.status, "suspended") == 0) {
         char *msg = xasprintf("User is not active (status = \"%s\"). Contact an admin to "
                               "reactivate your account.",
                               c->user.status);
-        api_reply_error(c, 401, msg, NULL);
+        auth_fail(why, 401, msg, NULL);
         free(msg);
         goto out;
     }
@@ -452,4 +476,20 @@ api_auth_user_token(struct api_ctx *c, char *token)
 out:
     free(token);
     return ret;
+}
+
+int
+api_auth_user_token(struct api_ctx *c, char *token)
+{
+    struct api_auth_failure why = {0};
+    if (api_auth_check(c, token, &why) == 0)
+        return 0;
+    api_reply_auth_failure(c, &why);
+    return -1;
+}
+
+char *
+api_request_token(const struct http_request *r)
+{
+    return token_from_request(r);
 }

@@ -8,7 +8,6 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "base/uuid.h"
-#include "http/common.h"
 #include "http/url.h"
 #include "tunnel/table.h"
 #include "tunnel/conn.h"
@@ -539,9 +538,12 @@ resolve_run(struct store *st, void *arg)
     c->st = st;
     c->ex->status = 0;
     /* Who asks: path apps always need a session; subdomain apps may be public. */
-    bool signed_in = api_auth_user(c) == 0;
-    if (!signed_in && !r->subdomain)
-        return; /* 401 is set */
+    struct api_auth_failure why = {0};
+    bool signed_in = api_auth_check(c, api_request_token(&c->ex->req), &why) == 0;
+    if (!signed_in && !r->subdomain) {
+        api_reply_auth_failure(c, &why);
+        return;
+    }
     const char *share = "owner";
     struct store_user owner = {0};
     struct store_workspace w = {0};
@@ -590,19 +592,14 @@ resolve_run(struct store *st, void *arg)
     if (rc < 0 && rc != STORE_ENOTFOUND) {
         api_reply_error(c, 500, "Internal error resolving the application.", NULL);
     } else if (!allowed && !signed_in) {
-        r->found = false; /* the 401 from api_auth_user stands */
+        r->found = false;
+        api_reply_auth_failure(c, &why);
     } else if (!allowed) {
         r->found = false;
         api_reply_error(c, 404, "Resource not found or you do not have access to this resource",
                         NULL);
-    } else {
-        /* A public app: the failed sign-in does not matter (but its reply must not leak into
-         * the app's response). */
-        if (!signed_in) {
-            http_exchange_reset_response(c->ex);
-            http_common_headers(c->ex, c->p->cfg.hsts_max_age, c->p->cfg.hsts_options);
-        }
     }
+    api_auth_failure_fini(&why);
     store_apps_free(apps, napps);
     store_agents_free(agents, nagents);
     store_workspace_fini(&w);

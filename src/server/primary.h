@@ -102,6 +102,19 @@ void api_users_authmethods(struct api_ctx *c);
 int api_auth_user(struct api_ctx *c);
 /* The same for a token the caller read (taken over: freed here; NULL = none). */
 int api_auth_user_token(struct api_ctx *c, char *token);
+/* Why a session check failed: the answer api_reply_auth_failure gives. */
+struct api_auth_failure {
+    int status;
+    char *message;
+    char *detail;
+};
+/* Checks a session token (taken over) without answering: 0 with c->user and c->key filled, or
+ * -1 with *why, for callers to which a signed-out user may still be welcome (public apps). */
+int api_auth_check(struct api_ctx *c, char *token, struct api_auth_failure *why);
+void api_reply_auth_failure(struct api_ctx *c, struct api_auth_failure *why); /* and fini */
+void api_auth_failure_fini(struct api_auth_failure *why);
+/* The session token of a request: cookie, query parameter or Coder-Session-Token header. */
+char *api_request_token(const struct http_request *r);
 /* Resolves the {user} route parameter ("me", a username or a UUID); members may name only
  * themselves. 0 with out filled, or replies (404) and returns -1. */
 int api_resolve_user(struct api_ctx *c, struct store_user *out);

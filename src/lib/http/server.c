@@ -249,18 +249,6 @@ http_exchange_header(struct http_exchange *ex, const char *name, const char *val
 }
 
 void
-http_exchange_reset_response(struct http_exchange *ex)
-{
-    for (size_t i = 0; i < ex->nrheaders; i++) {
-        free(ex->rheaders[i].name);
-        free(ex->rheaders[i].value);
-    }
-    ex->nrheaders = 0;
-    buf_reset(&ex->rbody);
-    ex->status = 0;
-}
-
-void
 http_exchange_header_set(struct http_exchange *ex, const char *name, const char *value)
 {
     for (size_t i = 0; i < ex->nrheaders; i++) {

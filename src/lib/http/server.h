@@ -125,8 +125,6 @@ const char *http_exchange_param(const struct http_exchange *ex, const char *name
 
 /* Response helpers: set headers and body, then finish. Header names are sent as given. */
 void http_exchange_header(struct http_exchange *ex, const char *name, const char *value);
-/* Forgets a response being prepared (status, headers, body) that was not sent. */
-void http_exchange_reset_response(struct http_exchange *ex);
 /* Replaces the first header of that name (case-insensitively), or adds it. */
 void http_exchange_header_set(struct http_exchange *ex, const char *name, const char *value);
 void http_exchange_header_printf(struct http_exchange *ex, const char *name, const char *fmt, ...)
