@@ -1201,19 +1201,13 @@ http_exchange_write(struct http_exchange *ex, const void *data, size_t n)
         return -1;
     if (n == 0)
         return 1;
-    int rc;
-    if (ex->chunked) {
-        char size[24];
-        int len = snprintf(size, sizeof(size), "%zx\r\n", n);
-        if (net_stream_write(c->s, size, (size_t)len) < 0)
-            return -1;
-        if (net_stream_write(c->s, data, n) < 0)
-            return -1;
-        rc = net_stream_write(c->s, "\r\n", 2);
-    } else {
-        rc = net_stream_write(c->s, data, n);
-    }
-    return rc;
+    if (!ex->chunked)
+        return net_stream_write(c->s, data, n);
+    char size[24];
+    int len = snprintf(size, sizeof(size), "%zx\r\n", n);
+    uv_buf_t chunk[3] = {uv_buf_init(size, (unsigned)len), uv_buf_init((char *)data, (unsigned)n),
+                         uv_buf_init((char *)"\r\n", 2)};
+    return net_stream_writev(c->s, chunk, 3);
 }
 
 void

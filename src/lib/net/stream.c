@@ -200,28 +200,43 @@ on_written(uv_write_t *req, int status)
 }
 
 /* Sends bytes on the socket: directly when it takes them, else queued with a copy. */
+/* Sends bytes on the socket: directly as far as it takes them (one syscall for all the
+ * pieces), the rest queued in one copy. */
 static void
-send_raw(struct net_stream *s, const char *data, size_t n)
+send_raw(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 {
-    if (n == 0 || s->closing)
+    size_t total = 0, skip = 0;
+    for (size_t i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (total == 0 || s->closing)
         return;
     if (s->inflight == 0) {
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
-        int r = uv_try_write((uv_stream_t *)s->tcp, &b, 1);
+        int r = uv_try_write((uv_stream_t *)s->tcp, bufs, (unsigned)nbufs);
         if (r > 0) {
-            data += r;
-            n -= (size_t)r;
+            skip = (size_t)r;
         } else if (r < 0 && r != UV_EAGAIN) {
             stream_fail(s, "write: %s", uv_strerror(r));
             return;
         }
-        if (n == 0)
+        if (skip == total)
             return;
     }
+    size_t n = total - skip;
     struct wreq *w = xmalloc(sizeof(*w) + n);
     w->s = s;
     w->len = n;
-    memcpy(w->data, data, n);
+    size_t o = 0;
+    for (size_t i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len, off = 0;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        off = skip;
+        skip = 0;
+        memcpy(w->data + o, bufs[i].base + off, len - off);
+        o += len - off;
+    }
     uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
     int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &b, 1, on_written);
     if (r < 0) {
@@ -235,28 +250,38 @@ send_raw(struct net_stream *s, const char *data, size_t n)
 static void
 flush_tls(struct net_stream *s)
 {
-    struct buf out;
-    buf_init(&out);
-    if (tls_session_take_output(s->tls, &out) > 0)
-        send_raw(s, out.data, out.len);
-    buf_fini(&out);
+    /* One scratch buffer per loop thread: send_raw copies what the socket did not take. */
+    static _Thread_local struct buf out;
+    buf_reset(&out);
+    if (tls_session_take_output(s->tls, &out) > 0) {
+        uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+        send_raw(s, &b, 1);
+    }
 }
 
-static int send_plain(struct net_stream *s, const void *data, size_t n);
+static int send_plain(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs);
 
 int
 net_stream_write(struct net_stream *s, const void *data, size_t n)
 {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+    return net_stream_writev(s, &b, 1);
+}
+
+int
+net_stream_writev(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
+{
     if (s->closing || s->shut_wanted)
         return -1;
-    return send_plain(s, data, n);
+    return send_plain(s, bufs, nbufs);
 }
 
 static int
-send_plain(struct net_stream *s, const void *data, size_t n)
+send_plain(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 {
     if (!s->ready) {
-        buf_append(&s->early, data, n);
+        for (size_t i = 0; i < nbufs; i++)
+            buf_append(&s->early, bufs[i].base, bufs[i].len);
         if (s->early.len >= NET_STREAM_HIGH_WATER) {
             s->draining = true;
             return 0;
@@ -264,13 +289,15 @@ send_plain(struct net_stream *s, const void *data, size_t n)
         return 1;
     }
     if (s->tls) {
-        if (tls_session_write(s->tls, data, n) < 0) {
-            stream_fail(s, "TLS write failed");
-            return -1;
+        for (size_t i = 0; i < nbufs; i++) {
+            if (bufs[i].len && tls_session_write(s->tls, bufs[i].base, bufs[i].len) < 0) {
+                stream_fail(s, "TLS write failed");
+                return -1;
+            }
         }
         flush_tls(s);
     } else {
-        send_raw(s, data, n);
+        send_raw(s, bufs, nbufs);
     }
     if (s->closing)
         return -1;
@@ -311,7 +338,8 @@ become_ready(struct net_stream *s)
     if (s->early.len) {
         struct buf early = s->early;
         buf_init(&s->early);
-        send_plain(s, early.data, early.len); /* even after a shutdown request */
+        uv_buf_t b = uv_buf_init(early.data, (unsigned)early.len);
+        send_plain(s, &b, 1); /* even after a shutdown request */
         buf_fini(&early);
     }
     maybe_drain(s);

@@ -49,6 +49,8 @@ struct net_stream *net_stream_dial(uv_loop_t *loop, const char *host, int port, 
 /* Queues bytes (copied). Returns 1 (go on), 0 (above the high-water mark: wait for on_drain)
  * or -1 (the stream cannot send any more). */
 int net_stream_write(struct net_stream *s, const void *data, size_t n);
+/* The same for several pieces at once: one system call (one TLS flush) for all of them. */
+int net_stream_writev(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs);
 /* Closes the sending side once the queued bytes are out (TLS close_notify, TCP FIN). */
 void net_stream_shutdown(struct net_stream *s);
 void net_stream_pause(struct net_stream *s);
