@@ -33,6 +33,11 @@ test_buf(void **state)
     buf_putc(&b, '!');
     buf_puts(&b, "ok");
     assert_string_equal(b.data, "999!ok");
+    buf_reset(&b);
+    buf_put_json_string(&b, "a\"b\\c\nd\x01\x7f\u00e9");
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\nd\\u0001\\u007f\u00e9\"");
+    buf_reset(&b);
+    buf_puts(&b, "999!ok");
     char *s = buf_steal(&b);
     assert_string_equal(s, "999!ok");
     assert_int_equal(b.len, 0);

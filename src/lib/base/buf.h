@@ -21,6 +21,9 @@ void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
+/* Appends s as a JSON string (also a valid YAML double-quoted scalar) (\" \\ \n \r \t, other
+ * control characters and DEL as \u00XX). */
+void buf_put_json_string(struct buf *b, const char *s);
 /* Hands the data to the caller (who frees it) and leaves b empty. */
 char *buf_steal(struct buf *b);
 

@@ -808,37 +808,6 @@ conf_help(const struct conf_cmd *cmd)
 /* --- write-config ------------------------------------------------------------------------- */
 
 static void
-yaml_quote(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            buf_puts(b, "\\\"");
-            break;
-        case '\\':
-            buf_puts(b, "\\\\");
-            break;
-        case '\n':
-            buf_puts(b, "\\n");
-            break;
-        case '\t':
-            buf_puts(b, "\\t");
-            break;
-        case '\r':
-            buf_puts(b, "\\r");
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                buf_printf(b, "\\x%02x", *p);
-            else
-                buf_putc(b, (char)*p);
-        }
-    }
-    buf_putc(b, '"');
-}
-
-static void
 yaml_value(struct buf *b, const struct conf_opt *o, int indent)
 {
     char tmp[64];
@@ -847,7 +816,7 @@ yaml_value(struct buf *b, const struct conf_opt *o, int indent)
     case CONF_ENUM: {
         const char *s = *(char **)o->dest;
         buf_putc(b, ' ');
-        yaml_quote(b, s ? s : "");
+        buf_put_json_string(b, s ? s : "");
         buf_putc(b, '\n');
         break;
     }
@@ -870,7 +839,7 @@ yaml_value(struct buf *b, const struct conf_opt *o, int indent)
         buf_putc(b, '\n');
         for (size_t i = 0; i < v->n; i++) {
             buf_printf(b, "%*s- ", indent, "");
-            yaml_quote(b, v->v[i]);
+            buf_put_json_string(b, v->v[i]);
             buf_putc(b, '\n');
         }
         break;

@@ -446,46 +446,15 @@ http_reply_text(struct http_exchange *ex, int status, const char *ctype, const c
     http_exchange_finish(ex, status);
 }
 
-static void
-json_escape_into(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            buf_puts(b, "\\\"");
-            break;
-        case '\\':
-            buf_puts(b, "\\\\");
-            break;
-        case '\n':
-            buf_puts(b, "\\n");
-            break;
-        case '\r':
-            buf_puts(b, "\\r");
-            break;
-        case '\t':
-            buf_puts(b, "\\t");
-            break;
-        default:
-            if (*p < 0x20)
-                buf_printf(b, "\\u%04x", *p);
-            else
-                buf_putc(b, (char)*p);
-        }
-    }
-    buf_putc(b, '"');
-}
-
 void
 http_reply_error(struct http_exchange *ex, int status, const char *msg, const char *detail)
 {
     buf_reset(&ex->rbody);
     buf_puts(&ex->rbody, "{\"message\":");
-    json_escape_into(&ex->rbody, msg);
+    buf_put_json_string(&ex->rbody, msg);
     if (detail && *detail) {
         buf_puts(&ex->rbody, ",\"detail\":");
-        json_escape_into(&ex->rbody, detail);
+        buf_put_json_string(&ex->rbody, detail);
     }
     buf_puts(&ex->rbody, "}\n");
     http_exchange_header(ex, "Content-Type", "application/json; charset=utf-8");
