@@ -333,15 +333,17 @@ tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct
             const struct tunnel_conn_cbs *cbs, void *arg)
 {
     struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
-    const char *hdrs[16];
     size_t n = 0;
-    hdrs[n++] = "Coder-Tunnel-Version: 1";
-    for (size_t i = 0; headers && headers[i] && n < 15; i++)
-        hdrs[n++] = headers[i];
-    hdrs[n] = NULL;
+    while (headers && headers[n])
+        n++;
+    const char **hdrs = xcalloc(n + 2, sizeof(*hdrs)); /* the version, the caller's, NULL */
+    hdrs[0] = "Coder-Tunnel-Version: 1";
+    for (size_t i = 0; i < n; i++)
+        hdrs[i + 1] = headers[i];
     char *err = NULL;
     tc->up = http_upgrade_dial(loop, url, "/api/v2/workspaceagents/me/tunnel", "coder-tunnel", hdrs,
                                tls, HANDSHAKE_TIMEOUT_MS, on_upgraded, tc, &err);
+    free(hdrs); /* the request was built from them */
     if (!tc->up) {
         snprintf(tc->why, sizeof(tc->why), "invalid region URL \"%s\"", url);
         free(err);
