@@ -120,10 +120,10 @@ def test_process_env_logs_stop_and_kill(tmp_path, monkeypatch):
               'trap "echo bye; exit 3" TERM; while :; do sleep 0.05; done')
     p = harness.Process("sh", ["/bin/sh", "-c", script], env, tmp_path / "logs")
     p.start()
-    harness.wait_for(lambda: "started" in p.stdout(), 5, 0.02)
+    # `env` has finished writing once "oops" (printed after it) is there.
+    harness.wait_for(lambda: "oops" in p.stderr(), 5, 0.02)
     out = p.stdout()
     assert "FOO=bar" in out and f"HOME={tmp_path}" in out and "CODER_" not in out
-    harness.wait_for(lambda: "oops" in p.stderr(), 5, 0.02)
     assert p.stop() == 3
     assert "bye" in p.stdout()
     assert "oops" in p.tail()
