@@ -206,7 +206,8 @@ region_connect(struct region *r)
     char *hdr = r->ticket ? xasprintf("Coder-Tunnel-Ticket: %s", r->ticket) : NULL;
     const char *headers[] = {hdr ? hdr : a->auth_header, NULL};
     r->open++;
-    r->tc = tunnel_dial(a->loop, r->url, headers, a->tls, &tunnel_cbs, r);
+    r->tc = tunnel_dial(a->loop, r->url, "/api/v2/workspaceagents/me/tunnel", TUNNEL_SERVER,
+                        headers, a->tls, &tunnel_cbs, r);
     free(hdr);
 }
 

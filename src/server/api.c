@@ -59,6 +59,7 @@ static const struct api_route api_routes[] = {
     {{"GET", "/api/v2/users/{user}", NULL}, api_users_get, API_AUTH_USER},
     {{"POST", "/api/v2/users/{user}/keys", NULL}, api_users_keys_create, API_AUTH_USER},
     {{"GET", "/api/v2/regions", NULL}, api_regions, API_AUTH_USER},
+    {{"GET", "/api/v2/applications/auth-redirect", NULL}, api_apps_auth_redirect, API_AUTH_USER},
     {{"POST", "/api/v2/workspaceproxies/me/register", NULL}, api_proxies_register, API_AUTH_PROXY},
     {{"POST", "/api/v2/workspaceproxies/me/deregister", NULL},
      api_proxies_deregister,
@@ -80,6 +81,7 @@ static const struct api_route api_routes[] = {
     {{"POST", "/api/v2/workspaceproxies/me/issue-signed-app-token", NULL},
      api_proxies_issue_app_token,
      API_AUTH_PROXY},
+    {{"GET", "/api/v2/workspaceproxies/me/relay", NULL}, api_proxies_relay, API_AUTH_PROXY},
     {{"GET", "/api/v2/workspaceproxies/me/crypto-keys", NULL},
      api_proxies_crypto_keys,
      API_AUTH_PROXY},
@@ -232,6 +234,11 @@ api_job_done(void *arg)
             http_reply_error(c->ex, 503, "The server is shutting down.", NULL);
         else
             apps_port_forward(p, c->ex, c->forward_agent, c->forward_port);
+    } else if (c->relay_link && c->ex->status == 101) {
+        if (p->stopping)
+            http_reply_error(c->ex, 503, "The server is shutting down.", NULL);
+        else
+            agent_tunnels_accept_relay(p->tunnels, c->ex, c->proxy.id);
     } else if (c->tunnel_agent[0] && c->ex->status == 101) {
         if (p->stopping)
             http_reply_error(c->ex, 503, "The server is shutting down.", NULL);

@@ -10,6 +10,7 @@
 #include "http/url.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "tunnel/table.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -567,4 +568,19 @@ api_proxies_crypto_keys(struct api_ctx *c)
     store_crypto_keys_free(v, n);
     free(feature);
     api_reply_json(c, 200, json_pack("{s:o}", "crypto_keys", arr));
+}
+
+/* GET /api/v2/workspaceproxies/me/relay (proxy token): the upgrade into a relay link, over
+ * which the proxy reaches agents that hold no tunnel to it (docs/TUNNEL.md §1). */
+void
+api_proxies_relay(struct api_ctx *c)
+{
+    const char *detail = NULL;
+    const char *bad = agent_tunnels_check_request(&c->ex->req, &detail);
+    if (bad) {
+        api_reply_error(c, 400, bad, detail);
+        return;
+    }
+    c->relay_link = true;
+    c->ex->status = 101; /* the loop answers with the upgrade (api_job_done) */
 }

@@ -175,10 +175,9 @@ out:
     json_decref(j);
 }
 
-/* Mints an API key for a user; returns the token (caller frees) or NULL after replying 500. */
-static char *
-apikey_mint(struct api_ctx *c, const char *user_id, const char *login_type, int64_t lifetime_ms,
-            const char *token_name)
+char *
+api_apikey_mint(struct api_ctx *c, const char *user_id, const char *login_type, int64_t lifetime_ms,
+                const char *token_name, const char *scope)
 {
     struct store_apikey k = {0};
     char *token = NULL;
@@ -190,7 +189,7 @@ apikey_mint(struct api_ctx *c, const char *user_id, const char *login_type, int6
     k.created_at = k.updated_at = now;
     k.last_used = 0;
     k.login_type = xstrdup(login_type);
-    k.scope = xstrdup("all");
+    k.scope = xstrdup(scope);
     k.token_name = xstrdup(token_name);
     k.ip_address = xstrdup(c->ex->req.remote_ip);
     if (store_apikey_insert(c->st, &k) < 0) {
@@ -250,7 +249,7 @@ api_users_login(struct api_ctx *c)
                         NULL);
         goto out;
     }
-    char *token = apikey_mint(c, u.id, "password", c->p->cfg.session_duration_ms, "");
+    char *token = api_apikey_mint(c, u.id, "password", c->p->cfg.session_duration_ms, "", "all");
     if (token == NULL)
         goto out;
     set_session_cookie(c, token, false);
@@ -322,7 +321,7 @@ api_users_keys_create(struct api_ctx *c)
     struct store_user u = {0};
     if (api_resolve_user(c, &u) < 0)
         return;
-    char *token = apikey_mint(c, u.id, "token", TOKEN_LIFETIME_MS, "");
+    char *token = api_apikey_mint(c, u.id, "token", TOKEN_LIFETIME_MS, "", "all");
     if (token) {
         api_reply_json(c, 201, json_pack("{s:s}", "key", token));
         free(token);
@@ -482,10 +481,17 @@ int
 api_auth_user_token(struct api_ctx *c, char *token)
 {
     struct api_auth_failure why = {0};
-    if (api_auth_check(c, token, &why) == 0)
-        return 0;
-    api_reply_auth_failure(c, &why);
-    return -1;
+    if (api_auth_check(c, token, &why) < 0) {
+        api_reply_auth_failure(c, &why);
+        return -1;
+    }
+    /* A key made for workspace apps (auth-redirect) opens apps only, never the API. */
+    if (!str_eq(c->key.scope, "all")) {
+        api_reply_error(c, 403, "Forbidden.",
+                        "This API key is scoped to connecting to workspace applications.");
+        return -1;
+    }
+    return 0;
 }
 
 char *

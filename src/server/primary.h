@@ -68,6 +68,7 @@ struct api_ctx {
     char registered[37];    /* a proxy replica registered: proxy id */
     char deregistered[37];  /* a proxy deregistered: proxy id */
     char tunnel_agent[37];  /* answer with the upgrade into this agent's tunnel */
+    bool relay_link;        /* answer with the upgrade into the proxy's relay link */
     json_t *drop_agents;    /* agent ids whose tunnels must close (workspace deleted) */
     char forward_agent[37]; /* answer by forwarding to this agent's port forward_port */
     int forward_port;
@@ -113,6 +114,10 @@ struct api_auth_failure {
 int api_auth_check(struct api_ctx *c, char *token, struct api_auth_failure *why);
 void api_reply_auth_failure(struct api_ctx *c, struct api_auth_failure *why); /* and fini */
 void api_auth_failure_fini(struct api_auth_failure *why);
+/* Mints an API key for a user (scope "all" or "application_connect"); returns the token or NULL
+ * after replying 500. */
+char *api_apikey_mint(struct api_ctx *c, const char *user_id, const char *login_type,
+                      int64_t lifetime_ms, const char *token_name, const char *scope);
 /* The session token of a request: cookie, query parameter or Coder-Session-Token header. */
 char *api_request_token(const struct http_request *r);
 /* Resolves the {user} route parameter ("me", a username or a UUID); members may name only
@@ -130,6 +135,8 @@ void api_proxies_register(struct api_ctx *c);
 void api_proxies_deregister(struct api_ctx *c);
 void api_proxies_crypto_keys(struct api_ctx *c);
 void api_proxies_issue_app_token(struct api_ctx *c);
+void api_proxies_relay(struct api_ctx *c);
+void api_apps_auth_redirect(struct api_ctx *c);
 int api_auth_proxy(struct api_ctx *c);
 
 /* api_workspaces.c */

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import threading
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -193,7 +194,8 @@ def test_subdomain_apps_and_sharing(env, app_port):
         headers = {"Host": f"{sub}.primary.localhost:{port}"}
         if session:
             headers["Coder-Session-Token"] = session
-        return requests.get(f"{stack.primary.url}{path}", headers=headers, timeout=10)
+        return requests.get(f"{stack.primary.url}{path}", headers=headers, timeout=10,
+                            allow_redirects=False)
 
     owner_token = stack.client.token()
     r = get(f"own--main--sub--{OWNER_USERNAME}", owner_token)
@@ -217,9 +219,14 @@ def test_subdomain_apps_and_sharing(env, app_port):
 
     # owner: only the owner; authenticated: anyone signed in; public: anyone.
     assert get(f"own--sub--{OWNER_USERNAME}", member).status_code == 404
-    assert get(f"own--sub--{OWNER_USERNAME}").status_code == 401
+    # Signed out: to auth-redirect, with this very URL to come back to (CODER-COMPAT §5.3).
+    for app in ("own", "team"):
+        r = get(f"{app}--sub--{OWNER_USERNAME}", path="/x?y=1")
+        assert r.status_code == 303, r.text
+        back = f"http://{app}--sub--{OWNER_USERNAME}.primary.localhost:{port}/x?y=1"
+        assert r.headers["Location"] == (f"{stack.primary.url}/api/v2/applications/auth-redirect"
+                                         f"?redirect_uri={quote(back, safe='')}")
     assert get(f"team--sub--{OWNER_USERNAME}", member).status_code == 200
-    assert get(f"team--sub--{OWNER_USERNAME}").status_code == 401
     assert get(f"pub--sub--{OWNER_USERNAME}").status_code == 200
     # A path app is the owner's even when the app is shared as a subdomain app.
     r = requests.get(_url(stack, "pub/", ws="sub"), headers={"Coder-Session-Token": member})

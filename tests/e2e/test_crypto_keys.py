@@ -140,11 +140,15 @@ def test_issue_signed_app_token(ctx):
                    hashlib.sha512).digest()
     assert mac == dec(sig)
 
-    # Signed out: only a public subdomain app; a port is the owner's.
-    assert issue("path", "code", "").status_code == 401
+    # Signed out: only a public subdomain app; a port is the owner's. Otherwise the user is
+    # sent to auth-redirect with the app's URL at the proxy, which the proxy passes on.
+    r = issue("path", "code", "")
+    assert r.status_code == 303, r.text
+    assert r.headers["Location"] == (f"{stack.primary.url}/api/v2/applications/auth-redirect"
+                                     "?redirect_uri=http%3A%2F%2Fproxy%2F")
     r = issue("subdomain", "pub", "")
     assert r.status_code == 201, r.text
-    assert issue("path", "pub", "").status_code == 401  # path apps are never public
+    assert issue("path", "pub", "").status_code == 303  # path apps are never public
     assert issue("subdomain", "8080", stack.client.token()).status_code == 201
     assert issue("path", "nope", stack.client.token()).status_code == 404
     # Only proxies ask.

@@ -285,7 +285,8 @@ dial_agent(const char *token)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", region.port);
     snprintf(hdr, sizeof(hdr), "Coder-Session-Token: %s", token);
     const char *headers[] = {hdr, NULL};
-    agent.tc = tunnel_dial(&loop, url, headers, NULL, &agent_cbs, &agent);
+    agent.tc = tunnel_dial(&loop, url, "/api/v2/workspaceagents/me/tunnel", TUNNEL_SERVER, headers,
+                           NULL, &agent_cbs, &agent);
 }
 
 static struct tunnel_stream *
@@ -340,7 +341,8 @@ static void
 test_unreachable_region(void **state)
 {
     (void)state;
-    agent.tc = tunnel_dial(&loop, "http://127.0.0.1:1", NULL, NULL, &agent_cbs, &agent);
+    agent.tc = tunnel_dial(&loop, "http://127.0.0.1:1", "/api/v2/workspaceagents/me/tunnel",
+                           TUNNEL_SERVER, NULL, NULL, &agent_cbs, &agent);
     run_until(&agent.closed);
     assert_string_equal(agent.close_why, "dial tcp 127.0.0.1:1: connect: connection refused");
 }

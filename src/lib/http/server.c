@@ -194,15 +194,15 @@ http_request_query_param(const struct http_request *r, const char *key)
     return url_query_get(r->query ? r->query : "", key);
 }
 
-char *
-http_request_cookie(const struct http_request *r, const char *name)
+size_t
+http_request_cookies(const struct http_request *r, const char *name, char **out, size_t max)
 {
-    size_t nlen = strlen(name);
-    for (size_t i = 0; i < r->nheaders; i++) {
+    size_t nlen = strlen(name), n = 0;
+    for (size_t i = 0; i < r->nheaders && n < max; i++) {
         if (strcasecmp(r->headers[i].name, "Cookie") != 0)
             continue;
         const char *p = r->headers[i].value;
-        while (*p) {
+        while (*p && n < max) {
             while (*p == ' ' || *p == ';')
                 p++;
             const char *eq = strchr(p, '=');
@@ -216,12 +216,20 @@ http_request_cookie(const struct http_request *r, const char *name)
                     v++;
                     vlen -= 2;
                 }
-                return xstrndup(v, vlen);
+                out[n++] = xstrndup(v, vlen);
             }
             p = semi;
         }
     }
-    return NULL;
+    return n;
+}
+
+char *
+http_request_cookie(const struct http_request *r, const char *name)
+{
+    char *v = NULL;
+    http_request_cookies(r, name, &v, 1);
+    return v;
 }
 
 const char *

@@ -118,7 +118,10 @@ size_t http_server_conn_count(const struct http_server *s);
 const char *http_request_header(const struct http_request *r, const char *name);
 /* The decoded value of a query parameter (new string), or NULL. */
 char *http_request_query_param(const struct http_request *r, const char *key);
-/* The value of a cookie (new string), or NULL. */
+/* The values of the first max cookies called name (new strings), in the order sent; returns the
+ * count. */
+size_t http_request_cookies(const struct http_request *r, const char *name, char **out, size_t max);
+/* The value of the first cookie called name (new string), or NULL. */
 char *http_request_cookie(const struct http_request *r, const char *name);
 /* A route parameter by name ("workspaceproxy"), or NULL. */
 const char *http_exchange_param(const struct http_exchange *ex, const char *name);

@@ -230,6 +230,15 @@ url_default_port(const struct url *u)
 }
 
 char *
+url_authority(const struct url *u)
+{
+    const char *open = u->ipv6 ? "[" : "", *close = u->ipv6 ? "]" : "";
+    if (u->port == 0)
+        return xasprintf("%s%s%s", open, u->host ? u->host : "", close);
+    return url_host_port(u);
+}
+
+char *
 url_host_port(const struct url *u)
 {
     int port = u->port ? u->port : url_default_port(u);

@@ -38,6 +38,9 @@ int url_default_port(const struct url *u);
 /* "host:port" with the effective port (explicit or default), IPv6 in brackets; only the host
  * when there is no effective port. Returns a new string. */
 char *url_host_port(const struct url *u);
+/* The host and the port as written ("example.com", "[::1]:8080"): for URLs shown back to users,
+ * where url_host_port would add the default port. Returns a new string. */
+char *url_authority(const struct url *u);
 
 /* Coder's rule for a proxy or deployment base URL ("URL is invalid."): http or https, a
  * non-empty host, path empty or "/", and no query, fragment or userinfo. */

@@ -30,8 +30,10 @@ struct tunnel_conn {
     bool closing;
     int open; /* the stream, the timer and the prepare handle */
     char why[256];
-    /* Dialling only: the upgrade under way (the session exists once it succeeded). */
+    /* Dialling only: the upgrade under way (the session exists once it succeeded), and the
+     * role the session takes after it. */
     struct http_upgrade *up;
+    enum tunnel_role dial_role;
 };
 
 static void tc_flush(struct tunnel_conn *tc);
@@ -315,7 +317,7 @@ on_upgraded(struct net_stream *st, const struct buf *early, int status, const ch
     uv_timer_stop(&tc->timer);
     tc->st = st;
     net_stream_bind(st, &stream_cbs, tc);
-    tc_start(tc, TUNNEL_SERVER, NULL, (const uint8_t *)early->data, early->len);
+    tc_start(tc, tc->dial_role, NULL, (const uint8_t *)early->data, early->len);
 }
 
 static void
@@ -329,10 +331,12 @@ on_handshake_timeout(uv_timer_t *timer)
 }
 
 struct tunnel_conn *
-tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct tls_ctx *tls,
-            const struct tunnel_conn_cbs *cbs, void *arg)
+tunnel_dial(uv_loop_t *loop, const char *url, const char *path, enum tunnel_role role,
+            const char *const *headers, struct tls_ctx *tls, const struct tunnel_conn_cbs *cbs,
+            void *arg)
 {
     struct tunnel_conn *tc = tc_alloc(loop, cbs, arg);
+    tc->dial_role = role;
     size_t n = 0;
     while (headers && headers[n])
         n++;
@@ -341,8 +345,8 @@ tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers, struct
     for (size_t i = 0; i < n; i++)
         hdrs[i + 1] = headers[i];
     char *err = NULL;
-    tc->up = http_upgrade_dial(loop, url, "/api/v2/workspaceagents/me/tunnel", "coder-tunnel", hdrs,
-                               tls, HANDSHAKE_TIMEOUT_MS, on_upgraded, tc, &err);
+    tc->up = http_upgrade_dial(loop, url, path, "coder-tunnel", hdrs, tls, HANDSHAKE_TIMEOUT_MS,
+                               on_upgraded, tc, &err);
     free(hdrs); /* the request was built from them */
     if (!tc->up) {
         snprintf(tc->why, sizeof(tc->why), "invalid region URL \"%s\"", url);
@@ -535,4 +539,162 @@ tunnel_connect_stream(uv_loop_t *loop, struct tunnel_stream *ts, const char *aut
     p->respond = true;
     tunnel_stream_bind(ts, &pipe_tcbs, p);
     p->ns = net_stream_dial(loop, host, port, NULL, NULL, 10000, &pipe_ncbs, p);
+}
+
+/* ---- splices: a relay-link stream joined to a CONNECT on an agent's tunnel ---- */
+
+struct splice {
+    struct tunnel_stream *in;  /* from the proxy: we are its server */
+    struct tunnel_stream *out; /* to the agent: we are its client */
+    size_t owed_in;            /* bytes from in queued on out, not yet acknowledged to in */
+    size_t owed_out;           /* the same the other way */
+    bool answered;             /* in has its response head */
+};
+
+/* One direction's data: from src into dst, acknowledged to src once dst's buffer took it. */
+static void
+sp_forward(struct tunnel_stream *src, struct tunnel_stream *dst, size_t *owed, const uint8_t *d,
+           size_t n)
+{
+    if (!dst) {
+        tunnel_stream_consumed(src, n);
+        return;
+    }
+    if (tunnel_stream_write(dst, d, n) == 1) {
+        tunnel_stream_consumed(src, *owed + n);
+        *owed = 0;
+    } else {
+        *owed += n; /* acknowledged when dst says it is writable */
+    }
+}
+
+/* A side closed: forget it; an abort carries over, a clean close needs nothing more (both
+ * directions already ended, and the ends were passed on). Frees sp once both are gone. */
+static void
+sp_closed(struct splice *sp, struct tunnel_stream **side, struct tunnel_stream *other,
+          uint32_t code)
+{
+    *side = NULL;
+    if (!other) {
+        free(sp);
+        return;
+    }
+    if (code != TUNNEL_NO_ERROR)
+        tunnel_stream_reset(other, TUNNEL_CANCEL); /* its on_close frees sp */
+}
+
+static void
+spi_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    struct splice *sp = arg;
+    sp_forward(s, sp->out, &sp->owed_in, d, n);
+}
+
+static void
+spi_end(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    if (sp->out)
+        tunnel_stream_end(sp->out);
+}
+
+static void
+spi_writable(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    if (sp->out && sp->owed_out) {
+        tunnel_stream_consumed(sp->out, sp->owed_out);
+        sp->owed_out = 0;
+    }
+}
+
+static void
+spi_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    sp_closed(sp, &sp->in, sp->out, code);
+}
+
+static const struct tunnel_stream_cbs splice_in_cbs = {NULL, spi_data, spi_end, spi_writable,
+                                                       spi_close};
+
+static void
+spo_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, size_t nh,
+             void *arg)
+{
+    struct splice *sp = arg;
+    if (!sp->in || sp->answered)
+        return;
+    sp->answered = true;
+    const struct tunnel_header *why = NULL;
+    for (size_t i = 0; i < nh; i++) {
+        if (strcmp(h[i].name, "coder-error") == 0)
+            why = &h[i];
+    }
+    tunnel_stream_respond(sp->in, status, why, why ? 1 : 0, status != 200);
+    if (status != 200)
+        tunnel_stream_reset(s, TUNNEL_CANCEL); /* the agent ended its side (TUNNEL.md §5) */
+}
+
+static void
+spo_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    struct splice *sp = arg;
+    sp_forward(s, sp->in, &sp->owed_out, d, n);
+}
+
+static void
+spo_end(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    if (sp->in && sp->answered)
+        tunnel_stream_end(sp->in);
+}
+
+static void
+spo_writable(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    if (sp->in && sp->owed_in) {
+        tunnel_stream_consumed(sp->in, sp->owed_in);
+        sp->owed_in = 0;
+    }
+}
+
+static void
+spo_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    struct splice *sp = arg;
+    if (sp->in && !sp->answered) {
+        /* The agent's tunnel went away before it answered. */
+        sp->answered = true;
+        const struct tunnel_header h[] = {{"coder-error", "the agent's tunnel closed"}};
+        tunnel_stream_respond(sp->in, 502, h, 1, true);
+        code = TUNNEL_NO_ERROR; /* the 502 ended our side; the proxy resets the stream */
+    }
+    sp_closed(sp, &sp->out, sp->in, code);
+}
+
+static const struct tunnel_stream_cbs splice_out_cbs = {spo_response, spo_data, spo_end,
+                                                        spo_writable, spo_close};
+
+void
+tunnel_splice_connect(struct tunnel_stream *in, struct tunnel *to, const char *authority)
+{
+    struct splice *sp = xcalloc(1, sizeof(*sp));
+    sp->in = in;
+    tunnel_stream_bind(in, &splice_in_cbs, sp);
+    sp->out = to ? tunnel_stream_open(to, "CONNECT", authority, NULL, NULL, 0, &splice_out_cbs, sp)
+                 : NULL;
+    if (!sp->out) {
+        sp->answered = true;
+        const struct tunnel_header h[] = {{"coder-error", "the agent's tunnel is closing"}};
+        tunnel_stream_respond(in, 502, h, 1, true);
+    }
 }

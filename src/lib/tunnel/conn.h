@@ -33,11 +33,13 @@ struct tunnel *tunnel_conn_session(struct tunnel_conn *tc);
 /* Sends GOAWAY and closes once the output is out; on_close follows. */
 void tunnel_conn_close(struct tunnel_conn *tc);
 
-/* The agent's side of §2: dials url ("https://host:port" or "http://..."), sends the upgrade
- * request with the extra header lines ("Name: value"), and on 101 runs the tunnel as the HTTP/2
- * server. Failures (transport, or a status other than 101 with the server's message) arrive as
- * on_close(tc, why) without on_ready. tls may be NULL for http URLs. */
-struct tunnel_conn *tunnel_dial(uv_loop_t *loop, const char *url, const char *const *headers,
+/* The dialler's side of §2: dials url ("https://host:port" or "http://..."), sends the upgrade
+ * request for path with the extra header lines ("Name: value"), and on 101 runs the tunnel in
+ * the given role (the agent: TUNNEL_SERVER; a proxy's relay link: TUNNEL_CLIENT). Failures
+ * (transport, or a status other than 101 with the server's message) arrive as on_close(tc, why)
+ * without on_ready. tls may be NULL for http URLs. */
+struct tunnel_conn *tunnel_dial(uv_loop_t *loop, const char *url, const char *path,
+                                enum tunnel_role role, const char *const *headers,
                                 struct tls_ctx *tls, const struct tunnel_conn_cbs *cbs, void *arg);
 
 /* Joins a tunnel stream and a TCP stream: bytes flow both ways, each direction paused while
@@ -49,5 +51,11 @@ void tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns);
  * once connected (then pipes), or 502 with a coder-error header. Data the region sent early is
  * held until the connection is up. */
 void tunnel_connect_stream(uv_loop_t *loop, struct tunnel_stream *ts, const char *authority);
+
+/* The primary's end of a relay-link stream (docs/TUNNEL.md §5): opens CONNECT authority on the
+ * agent's session `to`, sends the agent's answer back on `in` (not yet answered), and joins the
+ * two streams, each direction acknowledged only once the other stream took the bytes. Data the
+ * proxy sent early goes on at once. Answers `in` 502 when `to` can open no stream. */
+void tunnel_splice_connect(struct tunnel_stream *in, struct tunnel *to, const char *authority);
 
 #endif

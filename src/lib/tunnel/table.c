@@ -15,6 +15,7 @@ struct held {
     char agent_id[37];
     struct tunnel_conn *tc;
     bool listed; /* in the table (not yet replaced or closed) */
+    bool relay;  /* a proxy's relay link; agent_id holds the proxy's id */
     struct held *prev, *next;
 };
 
@@ -91,7 +92,8 @@ on_tunnel_close(struct tunnel_conn *tc, const char *why, void *arg)
     (void)tc;
     struct held *h = arg;
     struct agent_tunnels *at = h->at;
-    log_info("tunnels: agent %s tunnel closed%s%s", h->agent_id, why ? ": " : "", why ? why : "");
+    log_info("tunnels: %s %s %s closed%s%s", h->relay ? "proxy" : "agent", h->agent_id,
+             h->relay ? "relay link" : "tunnel", why ? ": " : "", why ? why : "");
     if (h->listed)
         record(at, h->agent_id, false); /* a replaced tunnel's successor is the live one */
     unlink_held(h);
@@ -102,8 +104,41 @@ on_tunnel_close(struct tunnel_conn *tc, const char *why, void *arg)
 
 static const struct tunnel_conn_cbs held_cbs = {NULL, NULL, on_tunnel_close};
 
-int
-agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const char *agent_id)
+/* A stream on a relay link: a CONNECT for the agent named in coder-agent-id, spliced onto that
+ * agent's tunnel (docs/TUNNEL.md §5). */
+static void
+on_relay_request(struct tunnel_conn *tc, struct tunnel_stream *s, const char *method,
+                 const char *authority, const char *path, const struct tunnel_header *h, size_t nh,
+                 void *arg)
+{
+    (void)tc;
+    (void)path;
+    struct held *link = arg;
+    const char *agent_id = NULL;
+    for (size_t i = 0; i < nh; i++) {
+        if (strcmp(h[i].name, "coder-agent-id") == 0)
+            agent_id = h[i].value;
+    }
+    if (strcmp(method, "CONNECT") != 0 || !authority || !agent_id) {
+        const struct tunnel_header e[] = {{"coder-error", "expected CONNECT with coder-agent-id"}};
+        tunnel_stream_respond(s, 404, e, 1, true);
+        return;
+    }
+    struct held *agent = link->at->closing ? NULL : find(link->at, agent_id);
+    if (!agent) {
+        const struct tunnel_header e[] = {
+            {"coder-error", "the primary holds no tunnel to the agent"}};
+        tunnel_stream_respond(s, 404, e, 1, true);
+        return;
+    }
+    tunnel_splice_connect(s, tunnel_conn_session(agent->tc), authority);
+}
+
+static const struct tunnel_conn_cbs relay_cbs = {on_relay_request, NULL, on_tunnel_close};
+
+/* Answers the upgrade and adds the connection to the list as a tunnel of the given role. */
+static int
+hold(struct agent_tunnels *at, struct http_exchange *ex, const char *id, bool relay)
 {
     http_exchange_header(ex, "Upgrade", "coder-tunnel");
     http_exchange_header(ex, "Coder-Tunnel-Version", "1");
@@ -114,24 +149,44 @@ agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const c
         buf_fini(&early);
         return -1;
     }
-    struct held *old = find(at, agent_id);
+    struct held *old = relay ? NULL : find(at, id);
     if (old) {
         old->listed = false; /* replaced: finishes its streams under GOAWAY */
         tunnel_conn_close(old->tc);
     }
     struct held *h = xcalloc(1, sizeof(*h));
     h->at = at;
-    snprintf(h->agent_id, sizeof(h->agent_id), "%s", agent_id);
-    h->listed = true;
+    snprintf(h->agent_id, sizeof(h->agent_id), "%s", id);
+    h->listed = !relay;
+    h->relay = relay;
     h->next = at->list;
     if (at->list)
         at->list->prev = h;
     at->list = h;
     at->n++;
-    h->tc = tunnel_conn_new(at->loop, st, TUNNEL_CLIENT, NULL, &early, &held_cbs, h);
+    /* On an agent tunnel this region opens the streams; on a relay link the proxy does. */
+    h->tc = tunnel_conn_new(at->loop, st, relay ? TUNNEL_SERVER : TUNNEL_CLIENT, NULL, &early,
+                            relay ? &relay_cbs : &held_cbs, h);
     buf_fini(&early);
+    return 0;
+}
+
+int
+agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const char *agent_id)
+{
+    if (hold(at, ex, agent_id, false) < 0)
+        return -1;
     log_info("tunnels: agent %s connected", agent_id);
     record(at, agent_id, true);
+    return 0;
+}
+
+int
+agent_tunnels_accept_relay(struct agent_tunnels *at, struct http_exchange *ex, const char *proxy_id)
+{
+    if (hold(at, ex, proxy_id, true) < 0)
+        return -1;
+    log_info("tunnels: proxy %s relay link up", proxy_id);
     return 0;
 }
 

@@ -22,6 +22,12 @@ struct agent_tunnels *agent_tunnels_new(uv_loop_t *loop, agent_tunnels_event_fn 
 /* Upgrades ex (an authenticated agent's tunnel request) into that agent's tunnel, replacing
  * any it held. Returns 0, or -1 after answering ex with an error. */
 int agent_tunnels_accept(struct agent_tunnels *at, struct http_exchange *ex, const char *agent_id);
+/* Upgrades ex (an authenticated proxy's GET /api/v2/workspaceproxies/me/relay) into a relay
+ * link (docs/TUNNEL.md §1, §5): the proxy opens CONNECT streams naming an agent in
+ * coder-agent-id, each spliced onto that agent's tunnel here (404 when there is none). Returns
+ * 0, or -1 after answering ex with an error. */
+int agent_tunnels_accept_relay(struct agent_tunnels *at, struct http_exchange *ex,
+                               const char *proxy_id);
 /* The agent's live tunnel, or NULL. */
 struct tunnel_conn *agent_tunnels_get(struct agent_tunnels *at, const char *agent_id);
 size_t agent_tunnels_count(const struct agent_tunnels *at);

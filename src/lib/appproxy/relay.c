@@ -1,0 +1,498 @@
+/* Relaying one HTTP exchange to a workspace app over a CONNECT stream on an agent tunnel, or
+ * on a relay link to the primary (see relay.h). The request streams both ways: its body goes up
+ * as it arrives (paused while the tunnel stream is full), the app's response comes down as the
+ * app sends it (tunnel bytes acknowledged only once written to the client). */
+#include "appproxy/relay.h"
+#include "base/buf.h"
+#include "base/util.h"
+#include "tunnel/conn.h"
+#include "tunnel/tunnel.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_UPSTREAM_HEAD (64u << 10)
+#define MAX_UPSTREAM_HEADERS 100
+
+struct relay {
+    struct http_exchange *ex;
+    char *target; /* "host:port" */
+    char *rest;   /* the path the app sees, with the query */
+    struct tunnel_stream *ts;
+    llhttp_t parser;
+    size_t head_bytes;
+    struct buf field, value;
+    bool in_value;
+    bool chunked_up; /* the request body goes up chunked */
+    bool begun;
+    size_t owed;      /* tunnel bytes written to the client, not yet acknowledged */
+    bool client_full; /* the client's queue is above its mark: acknowledge on drain */
+    bool done;        /* the exchange has ended */
+    bool upgraded;    /* the app answered 101 to the client's upgrade */
+};
+
+static void
+relay_free(struct relay *r)
+{
+    free(r->rest);
+    free(r->target);
+    buf_fini(&r->field);
+    buf_fini(&r->value);
+    free(r);
+}
+
+static const char *const hop_headers[] = {
+    "connection", "keep-alive", "proxy-connection",    "transfer-encoding",  "upgrade",
+    "te",         "trailer",    "proxy-authorization", "proxy-authenticate", NULL};
+
+static bool
+is_hop(const char *name)
+{
+    for (size_t i = 0; hop_headers[i]; i++) {
+        if (str_eq_ci(name, hop_headers[i]))
+            return true;
+    }
+    return false;
+}
+
+static void
+html_escape(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            buf_puts(b, "&lt;");
+            break;
+        case '>':
+            buf_puts(b, "&gt;");
+            break;
+        case '&':
+            buf_puts(b, "&amp;");
+            break;
+        case '"':
+            buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            buf_puts(b, "&#39;");
+            break;
+        default:
+            buf_putc(b, *s);
+        }
+    }
+}
+
+/* An error for the user: a page for a browser, Coder's JSON for anything else. */
+void
+app_fail_page(struct http_exchange *ex, int status, const char *title, const char *detail)
+{
+    const char *accept = http_request_header(&ex->req, "Accept");
+    if (!accept || !strstr(accept, "text/html")) {
+        http_reply_error(ex, status, title, detail);
+        return;
+    }
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
+    html_escape(&b, title);
+    buf_puts(&b, "</title></head><body><h1>");
+    html_escape(&b, title);
+    buf_puts(&b, "</h1><p>");
+    html_escape(&b, detail ? detail : "");
+    buf_puts(&b, "</p><p>Retry in a moment; if it persists, check the workspace and its agent."
+                 "</p></body></html>\n");
+    http_reply_text(ex, status, "text/html; charset=utf-8", b.data);
+    buf_fini(&b);
+}
+
+/* Ends the client's side (once) and lets go of the tunnel stream. */
+static void
+finish(struct relay *r)
+{
+    if (r->done)
+        return;
+    r->done = true;
+    struct http_exchange *ex = r->ex;
+    if (r->begun)
+        http_exchange_end(ex);
+    else
+        app_fail_page(ex, 502, "Failed to proxy request to application.",
+                  "The application closed the connection without an answer.");
+    if (r->ts) {
+        tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
+        r->ts = NULL; /* on_close frees r */
+    } else {
+        relay_free(r);
+    }
+}
+
+/* ---- the app's response ---- */
+
+/* The app switched protocols: the client's connection becomes a byte stream joined to the app's
+ * (WebSocket and the like), with what either side already sent. */
+static void
+switch_protocols(struct relay *r, struct tunnel_stream *s, const uint8_t *rest, size_t nrest)
+{
+    struct http_exchange *ex = r->ex;
+    const char *proto = http_request_header(&ex->req, "Upgrade");
+    http_exchange_header(ex, "Upgrade", proto ? proto : "websocket");
+    struct buf early;
+    buf_init(&early);
+    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
+    r->done = true;
+    if (!st) {
+        buf_fini(&early);
+        tunnel_stream_reset(s, TUNNEL_CANCEL); /* t_close frees r */
+        return;
+    }
+    r->ts = NULL;
+    tunnel_pipe(s, st); /* the pipe owns both ends now; r's callbacks are gone */
+    if (nrest)
+        net_stream_write(st, rest, nrest);
+    if (early.len)
+        tunnel_stream_write(s, early.data, early.len);
+    buf_fini(&early);
+    relay_free(r);
+}
+
+static int
+u_head_bytes(struct relay *r, size_t n)
+{
+    r->head_bytes += n;
+    return r->head_bytes > MAX_UPSTREAM_HEAD ? -1 : 0;
+}
+
+static void
+u_flush_header(struct relay *r)
+{
+    if (!r->in_value)
+        return;
+    char *name = xstrndup(r->field.data ? r->field.data : "", r->field.len);
+    char *value = xstrndup(r->value.data ? r->value.data : "", r->value.len);
+    /* Hop-by-hop headers are ours to set; CORS is the deployment's, not the app's. */
+    if (!is_hop(name) && strncasecmp(name, "access-control-", 15) != 0 &&
+        r->ex->nrheaders < MAX_UPSTREAM_HEADERS)
+        http_exchange_header(r->ex, name, value);
+    free(name);
+    free(value);
+    buf_reset(&r->field);
+    buf_reset(&r->value);
+    r->in_value = false;
+}
+
+static int
+u_status(llhttp_t *p, const char *at, size_t n)
+{
+    (void)at;
+    return u_head_bytes(p->data, n);
+}
+
+static int
+u_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct relay *r = p->data;
+    if (u_head_bytes(r, n) < 0)
+        return -1;
+    if (r->in_value)
+        u_flush_header(r);
+    buf_append(&r->field, at, n);
+    return 0;
+}
+
+static int
+u_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct relay *r = p->data;
+    if (u_head_bytes(r, n) < 0)
+        return -1;
+    r->in_value = true;
+    buf_append(&r->value, at, n);
+    return 0;
+}
+
+static int
+u_headers_complete(llhttp_t *p)
+{
+    struct relay *r = p->data;
+    u_flush_header(r);
+    if (p->status_code == 101 && r->ex->req.upgrade) {
+        r->upgraded = true; /* a real 101: only now does the client's connection switch */
+        return 0;
+    }
+    if (p->status_code < 200) {
+        /* Interim answers are not passed on; drop what they set. */
+        return 0;
+    }
+    r->begun = true;
+    if (http_exchange_begin(r->ex, p->status_code) < 0)
+        return -1;
+    bool head = strcmp(r->ex->req.method, "HEAD") == 0;
+    return head ? 1 : 0;
+}
+
+static int
+u_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct relay *r = p->data;
+    int rc = http_exchange_write(r->ex, at, n);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        r->client_full = true; /* c_drain acknowledges what is owed */
+    return 0;
+}
+
+static int
+u_message_complete(llhttp_t *p)
+{
+    struct relay *r = p->data;
+    if (r->upgraded)
+        return HPE_PAUSED;
+    if (p->status_code < 200)
+        return 0;
+    return HPE_PAUSED; /* finish after the parser returns */
+}
+
+static void
+t_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, size_t nh, void *arg)
+{
+    (void)s;
+    struct relay *r = arg;
+    if (status == 200 || r->done)
+        return;
+    const char *why = "the agent refused the connection";
+    for (size_t i = 0; i < nh; i++) {
+        if (strcmp(h[i].name, "coder-error") == 0)
+            why = h[i].value;
+    }
+    r->done = true;
+    app_fail_page(r->ex, 502, "Failed to proxy request to application.", why);
+    tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
+    r->ts = NULL;
+}
+
+static void
+t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    struct relay *r = arg;
+    if (r->done) {
+        tunnel_stream_consumed(s, n);
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&r->parser, (const char *)d, n);
+    if (r->upgraded && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
+        size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - (const char *)d);
+        tunnel_stream_consumed(s, n);
+        switch_protocols(r, s, d + used, n - used);
+        return;
+    }
+    if (e == HPE_PAUSED) { /* the whole response is through */
+        tunnel_stream_consumed(s, n);
+        finish(r);
+        return;
+    }
+    if (e != HPE_OK) {
+        if (!r->begun) {
+            r->done = true;
+            app_fail_page(r->ex, 502, "Failed to proxy request to application.",
+                      "The application's response is not valid HTTP/1.1.");
+            tunnel_stream_reset(s, TUNNEL_CANCEL);
+            r->ts = NULL;
+        } else {
+            finish(r);
+        }
+        return;
+    }
+    /* Acknowledge what went into the client's queue; hold the rest until it drains. */
+    r->owed += n;
+    if (!r->client_full) {
+        tunnel_stream_consumed(s, r->owed);
+        r->owed = 0;
+    }
+}
+
+static void
+t_end(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct relay *r = arg;
+    if (r->done)
+        return;
+    /* The app closed: a body that runs to the close ends here. */
+    llhttp_finish(&r->parser);
+    finish(r);
+}
+
+static void
+t_writable(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    struct relay *r = arg;
+    if (!r->done)
+        http_exchange_resume_body(r->ex);
+}
+
+static void
+t_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    struct relay *r = arg;
+    r->ts = NULL;
+    if (!r->done) {
+        if (r->begun) {
+            finish(r);
+            return;
+        }
+        r->done = true;
+        app_fail_page(r->ex, 502, "Failed to proxy request to application.",
+                  code ? "the connection to the application was reset" : "no answer");
+    }
+    relay_free(r);
+}
+
+static const struct tunnel_stream_cbs stream_cbs = {t_response, t_data, t_end, t_writable, t_close};
+
+/* ---- the client's side ---- */
+
+static void
+c_body(struct http_exchange *ex, const char *d, size_t n, void *arg)
+{
+    struct relay *r = arg;
+    if (r->done || !r->ts)
+        return;
+    int rc;
+    if (r->chunked_up) {
+        char size[24];
+        int len = snprintf(size, sizeof(size), "%zx\r\n", n);
+        tunnel_stream_write(r->ts, size, (size_t)len);
+        tunnel_stream_write(r->ts, d, n);
+        rc = tunnel_stream_write(r->ts, "\r\n", 2);
+    } else {
+        rc = tunnel_stream_write(r->ts, d, n);
+    }
+    if (rc == 0)
+        http_exchange_pause_body(ex); /* t_writable resumes */
+}
+
+static void
+c_body_end(struct http_exchange *ex, void *arg)
+{
+    (void)ex;
+    struct relay *r = arg;
+    if (r->chunked_up && r->ts && !r->done)
+        tunnel_stream_write(r->ts, "0\r\n\r\n", 5);
+}
+
+static const struct http_body_cbs body_cbs = {c_body, c_body_end};
+
+static void
+c_drain(struct http_exchange *ex, void *arg)
+{
+    (void)ex;
+    struct relay *r = arg;
+    r->client_full = false;
+    if (r->ts && r->owed) {
+        tunnel_stream_consumed(r->ts, r->owed);
+        r->owed = 0;
+    }
+}
+
+static void
+c_abort(struct http_exchange *ex, void *arg)
+{
+    (void)ex;
+    struct relay *r = arg;
+    finish(r); /* the client left: end, and reset the app's stream */
+}
+
+/* The request as the app sees it: the rest of the path, our forwarding headers, no Coder
+ * credentials, and a connection the app closes after answering. */
+static void
+build_request(struct relay *r, struct buf *b)
+{
+    struct http_exchange *ex = r->ex;
+    buf_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", ex->req.method, r->rest, r->target);
+    const char *client_host = http_request_header(&ex->req, "Host");
+    bool has_length = false;
+    for (size_t i = 0; i < ex->req.nheaders; i++) {
+        const char *n = ex->req.headers[i].name, *v = ex->req.headers[i].value;
+        if (is_hop(n) || str_eq_ci(n, "host") || str_eq_ci(n, "coder-session-token") ||
+            str_has_prefix(n, "X-Forwarded-") || str_has_prefix(n, "x-forwarded-"))
+            continue;
+        if (str_eq_ci(n, "cookie")) {
+            /* Drop Coder's cookies; keep the app's own. */
+            struct buf kept;
+            buf_init(&kept);
+            char *copy = xstrdup(v), *save = NULL;
+            for (char *t = strtok_r(copy, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
+                while (*t == ' ')
+                    t++;
+                if (str_has_prefix(t, "coder_"))
+                    continue;
+                buf_printf(&kept, "%s%s", kept.len ? "; " : "", t);
+            }
+            if (kept.len)
+                buf_printf(b, "Cookie: %s\r\n", kept.data);
+            buf_fini(&kept);
+            free(copy);
+            continue;
+        }
+        has_length |= str_eq_ci(n, "content-length");
+        buf_printf(b, "%s: %s\r\n", n, v);
+    }
+    const char *te = http_request_header(&ex->req, "Transfer-Encoding");
+    if (te && !has_length) {
+        r->chunked_up = true;
+        buf_puts(b, "Transfer-Encoding: chunked\r\n");
+    }
+    buf_printf(b, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n",
+               ex->req.remote_ip, ex->req.tls ? "https" : "http", client_host ? client_host : "");
+    const char *upgrade = http_request_header(&ex->req, "Upgrade");
+    if (ex->req.upgrade && upgrade)
+        buf_printf(b, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
+    else
+        buf_puts(b, "Connection: close\r\n\r\n");
+}
+
+void
+app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
+          const char *target, const char *rest)
+{
+    if (!ex->conn) { /* the client left while the caller looked the app up */
+        http_exchange_end(ex);
+        return;
+    }
+    struct relay *r = xcalloc(1, sizeof(*r));
+    r->ex = ex;
+    r->target = xstrdup(target);
+    r->rest = xstrdup(rest);
+    buf_init(&r->field);
+    buf_init(&r->value);
+    static const llhttp_settings_t upstream = {.on_status = u_status,
+                                               .on_header_field = u_field,
+                                               .on_header_value = u_value,
+                                               .on_headers_complete = u_headers_complete,
+                                               .on_body = u_body,
+                                               .on_message_complete = u_message_complete};
+    llhttp_init(&r->parser, HTTP_RESPONSE, &upstream);
+    r->parser.data = r;
+    const struct tunnel_header via[] = {{"coder-agent-id", relay_agent_id}};
+    r->ts = t ? tunnel_stream_open(t, "CONNECT", r->target, NULL, relay_agent_id ? via : NULL,
+                                   relay_agent_id ? 1 : 0, &stream_cbs, r)
+              : NULL;
+    if (!r->ts) {
+        app_fail_page(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
+        relay_free(r);
+        return;
+    }
+    struct buf head;
+    buf_init(&head);
+    build_request(r, &head);
+    tunnel_stream_write(r->ts, head.data, head.len); /* optimistic: before the agent's 200 */
+    buf_fini(&head);
+    http_exchange_set_stream_cbs(ex, c_drain, c_abort, r);
+    if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */
+        http_exchange_read_body(ex, &body_cbs, r);
+}

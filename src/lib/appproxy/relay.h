@@ -1,0 +1,23 @@
+/* One HTTP exchange relayed to a workspace app (CODER-COMPAT §5.4), by the primary and by
+ * proxies alike: HTTP/1.1 to the app over a CONNECT stream, hop-by-hop headers and Coder's
+ * cookies and session header stripped, X-Forwarded-For/-Proto/-Host set from the connection
+ * (never copied from the client), the app's CORS headers dropped, WebSocket and other upgrades
+ * switched only after the app's real 101. Loop thread only. */
+#ifndef APPPROXY_RELAY_H
+#define APPPROXY_RELAY_H
+
+#include "http/server.h"
+
+struct tunnel;
+
+/* Relays ex (a streaming exchange whose body has not been read) to target ("host:port" in the
+ * workspace) with rest (path and query) as the request target. t is the agent's own tunnel
+ * (relay_agent_id NULL) or a relay link to the primary (relay_agent_id names the agent, sent as
+ * coder-agent-id). Answers ex in every case: the app's response, or a 502 page. */
+void app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
+               const char *target, const char *rest);
+
+/* An error for the user: an HTML page for a browser (Accept: text/html), else Coder's JSON. */
+void app_fail_page(struct http_exchange *ex, int status, const char *title, const char *detail);
+
+#endif
