@@ -1,5 +1,5 @@
-/* The proxy's HTTP routes (CODER-COMPAT §5.2). App and terminal routes arrive with the agent
- * tunnel; until then every other path gets the "load it from the dashboard" page. */
+/* The proxy's HTTP routes (CODER-COMPAT §5.2): apps (apps.c), the agents' tunnels (tunnels.c),
+ * health and build info; every other path gets the "load it from the dashboard" page. */
 #include "base/util.h"
 #include "http/common.h"
 #include "http/router.h"
@@ -135,6 +135,10 @@ wsproxy_handle(struct http_exchange *ex, void *arg)
 {
     struct wsproxy *w = arg;
     http_common_headers(ex, w->o->net.hsts_max_age, w->o->net.hsts_header_options);
+    if (ex->streaming) { /* wsproxy_apps_match chose it: a path or subdomain app */
+        wsproxy_apps_handle(ex, w);
+        return;
+    }
     if (http_route_dispatch(routes, ARRAY_LEN(routes), ex, w) < 0)
         h_not_found(ex, w);
 }

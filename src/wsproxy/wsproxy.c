@@ -55,6 +55,7 @@ wsproxy_stop(struct wsproxy *w, int code, const char *why)
     }
     agent_tunnels_close(w->tunnels); /* GOAWAY: agents move to other regions */
     w->tunnels = NULL;
+    wsproxy_apps_close(w);
     wsproxy_deregister(w, after_deregister);
 }
 
@@ -286,7 +287,8 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     w->apim = api_metrics_new(w->metrics);
     w->client = http_client_new(w->loop);
     w->tunnels = agent_tunnels_new(w->loop, NULL, NULL);
-    struct http_server_opts hopts = {.handler = wsproxy_handle, .arg = w, .on_done = on_done};
+    struct http_server_opts hopts = {
+        .handler = wsproxy_handle, .arg = w, .on_done = on_done, .stream = wsproxy_apps_match};
     w->http = http_server_new(w->loop, &hopts);
     uv_signal_init(w->loop, &w->sigint);
     uv_signal_init(w->loop, &w->sigterm);
@@ -297,6 +299,8 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     w->access_url = xstrdup(o->net.access_url && *o->net.access_url
                                 ? o->net.access_url
                                 : (o->net.tls_url ? o->net.tls_url : o->net.http_url));
+    if (wsproxy_apps_init(w, err) < 0)
+        return -1;
     printf("View the Web UI: %s\n", w->access_url);
     fflush(stdout);
     if (o->net.prometheus_enable) {
@@ -323,7 +327,8 @@ wsproxy_free(struct wsproxy *w)
     api_metrics_free(w->apim);
     metrics_registry_free(w->metrics);
     headers_free(w->headers);
-    wsproxy_tunnels_free(w);
+    wsproxy_keys_free(w);
+    wsproxy_apps_fini(w);
     free(w->primary_url);
     free(w->access_url);
     free(w->fatal);
@@ -369,6 +374,7 @@ wsproxy_main(int argc, char **argv)
         w.stopping = true;
         agent_tunnels_close(w.tunnels); /* empty: frees at once */
         w.tunnels = NULL;
+        wsproxy_apps_close(&w);
         if (w.prom)
             http_server_shutdown(w.prom, 0, NULL, NULL);
         if (w.http)

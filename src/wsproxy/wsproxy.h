@@ -12,6 +12,19 @@
 
 struct metrics_registry;
 struct api_metrics;
+struct apphost_pattern;
+struct tunnel_conn;
+struct tls_ctx;
+struct relay_link;
+
+/* The crypto-key features a proxy checks with (keys.c). */
+enum wsproxy_keys {
+    WSPROXY_KEYS_AGENT_TUNNEL, /* tunnel tickets */
+    WSPROXY_KEYS_APPS_TOKEN,   /* signed app tokens (JWS) */
+    WSPROXY_KEYS_APPS_API_KEY, /* API keys handed over by auth-redirect (JWE) */
+    WSPROXY_KEYS_N,
+};
+struct wsproxy_keycache;
 
 struct wsproxy_opts {
     struct serveropts net;
@@ -57,7 +70,11 @@ struct wsproxy {
     int64_t region_id;
     char proxy_id[37];             /* from the token, "<id>:<secret>" */
     struct agent_tunnels *tunnels; /* agents' tunnels to this proxy */
-    void *keys;                    /* agent_tunnel keys from the primary (tunnels.c) */
+    struct wsproxy_keycache *keys[WSPROXY_KEYS_N];
+    struct apphost_pattern *app_pattern; /* --wildcard-access-url compiled, or NULL */
+    char *own_host;                      /* the access URL's host[:port] */
+    struct tls_ctx *tls;                 /* for the relay link to an https primary */
+    struct relay_link *link;             /* the relay link to the primary (apps.c) */
 };
 
 /* register.c */
@@ -72,10 +89,33 @@ void wsproxy_deregister(struct wsproxy *w, void (*done)(struct wsproxy *w));
 void wsproxy_primary_req(struct wsproxy *w, struct http_client_req *req, const char *method,
                          char *url, const char *body);
 
+/* keys.c */
+typedef void (*wsproxy_keys_fn)(struct wsproxy *w, void *arg);
+/* The cache of a feature's keys, for wsproxy_keys_lookup (a jose_key_fn). */
+struct wsproxy_keycache *wsproxy_keys(struct wsproxy *w, enum wsproxy_keys feature);
+int wsproxy_keys_lookup(const char *kid, uint8_t *key, size_t *len, void *arg);
+/* Fetches the feature's keys from the primary again; fn(w, arg) runs once it answered or
+ * failed (callers then look up once more, and give up on a second miss). */
+void wsproxy_keys_fetch(struct wsproxy *w, enum wsproxy_keys feature, wsproxy_keys_fn fn,
+                        void *arg);
+void wsproxy_keys_free(struct wsproxy *w);
+
 /* tunnels.c */
 /* GET /api/v2/workspaceagents/me/tunnel: checks the agent's ticket and upgrades. */
 void wsproxy_tunnel_handle(struct http_exchange *ex, struct wsproxy *w);
-void wsproxy_tunnels_free(struct wsproxy *w);
+
+/* apps.c */
+/* The http server's stream decision: app requests are relayed as they arrive. */
+bool wsproxy_apps_match(struct http_exchange *ex, void *arg);
+/* Serves an app request: signed app token (cookie, else from the primary with the user's
+ * session), then the agent's tunnel here, else the relay link through the primary. */
+void wsproxy_apps_handle(struct http_exchange *ex, struct wsproxy *w);
+/* Sets up what apps need (the wildcard); 0 or -1 with *err. */
+int wsproxy_apps_init(struct wsproxy *w, char **err);
+/* At shutdown: closes the relay link; requests waiting for it get 503. */
+void wsproxy_apps_close(struct wsproxy *w);
+/* Frees what apps hold (after the loop ended). */
+void wsproxy_apps_fini(struct wsproxy *w);
 
 /* routes.c */
 void wsproxy_handle(struct http_exchange *ex, void *arg);

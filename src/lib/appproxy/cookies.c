@@ -57,8 +57,8 @@ strip_key_param(const char *query)
     for (const char *p = query; *p;) {
         const char *amp = strchr(p, '&');
         size_t n = amp ? (size_t)(amp - p) : strlen(p);
-        bool ours = n >= klen && strncmp(p, APP_KEY_PARAM, klen) == 0 &&
-                    (n == klen || p[klen] == '=');
+        bool ours =
+            n >= klen && strncmp(p, APP_KEY_PARAM, klen) == 0 && (n == klen || p[klen] == '=');
         if (!ours && n > 0)
             buf_printf(&b, "%s%.*s", b.len ? "&" : "", (int)n, p);
         p += n + (amp ? 1 : 0);
@@ -70,8 +70,7 @@ strip_key_param(const char *query)
 
 void
 app_reply_session_cookie(struct http_exchange *ex, const struct app_request *r,
-                         const struct apphost_pattern *wildcard, const char *api_key,
-                         bool secure)
+                         const struct apphost_pattern *wildcard, const char *api_key, bool secure)
 {
     const char *flags = secure ? "; Secure" : "";
     if (r->access == APP_ACCESS_SUBDOMAIN && wildcard) {

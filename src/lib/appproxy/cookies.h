@@ -43,7 +43,7 @@ void app_reply_session_cookie(struct http_exchange *ex, const struct app_request
                               bool secure);
 
 /* Sets APP_TOKEN_COOKIE to token for r's base path, expiring at exp_s (Unix seconds). */
-void app_set_token_cookie(struct http_exchange *ex, const struct app_request *r,
-                          const char *token, int64_t exp_s, bool secure);
+void app_set_token_cookie(struct http_exchange *ex, const struct app_request *r, const char *token,
+                          int64_t exp_s, bool secure);
 
 #endif

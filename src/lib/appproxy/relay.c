@@ -119,7 +119,7 @@ finish(struct relay *r)
         http_exchange_end(ex);
     else
         app_fail_page(ex, 502, "Failed to proxy request to application.",
-                  "The application closed the connection without an answer.");
+                      "The application closed the connection without an answer.");
     if (r->ts) {
         tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
         r->ts = NULL; /* on_close frees r */
@@ -297,7 +297,7 @@ t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
         if (!r->begun) {
             r->done = true;
             app_fail_page(r->ex, 502, "Failed to proxy request to application.",
-                      "The application's response is not valid HTTP/1.1.");
+                          "The application's response is not valid HTTP/1.1.");
             tunnel_stream_reset(s, TUNNEL_CANCEL);
             r->ts = NULL;
         } else {
@@ -347,7 +347,7 @@ t_close(struct tunnel_stream *s, uint32_t code, void *arg)
         }
         r->done = true;
         app_fail_page(r->ex, 502, "Failed to proxy request to application.",
-                  code ? "the connection to the application was reset" : "no answer");
+                      code ? "the connection to the application was reset" : "no answer");
     }
     relay_free(r);
 }

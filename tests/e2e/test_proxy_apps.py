@@ -1,0 +1,259 @@
+"""Apps through workspace proxies (issue 3, parts 4-6): a proxy checks signed app tokens itself
+(after the first request of a session the primary hears nothing), hands a browser's session over
+between domains with auth-redirect, and reaches the agent over its own tunnel, or through the
+primary when the agent holds none to it."""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+
+from harness import Api, OWNER_USERNAME, free_port, wait_for
+from test_apps import BIG, _blob, app_port  # noqa: F401 - the app server fixture
+
+ISSUE = "/api/v2/workspaceproxies/me/issue-signed-app-token"
+
+
+def _b64(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _sign(secret_hex, kid, claims):
+    head = _b64(json.dumps({"alg": "HS512", "kid": kid, "typ": "JWT"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    mac = hmac.new(bytes.fromhex(secret_hex), f"{head}.{body}".encode(), hashlib.sha512).digest()
+    return f"{head}.{body}.{_b64(mac)}"
+
+
+@pytest.fixture(scope="module")
+def env(mctx, app_port):  # noqa: F811
+    stack = mctx.stack(prometheus=True)
+    _, ny_token = stack.create_proxy("ny")
+    ny = stack.start_proxy(ny_token, name="ny", tls=False)
+    ny.start()
+    # "la" announces an access URL nobody listens on: the agent cannot reach it, so requests
+    # there go through the relay link to the primary.
+    _, la_token = stack.create_proxy("la")
+    la = stack.start_proxy(la_token, name="la", tls=False,
+                           access_url=f"http://127.0.0.1:{free_port()}")
+    la.start()
+    stack.wait_status("ny", "ok")
+    r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
+                         "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
+                         "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public")
+    assert r.rc == 0, r
+    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                              "CODER_AGENT_TOKEN": token})
+    agent.start()
+    wait_for(lambda: "connected to" in agent.stderr() and "(ny)" in agent.stderr(), 20, 0.1,
+             "agent tunnel to ny")
+    return stack, ny, la, agent
+
+
+def issued(stack):
+    """How many signed app tokens the primary has issued."""
+    n = 0
+    for line in stack.primary.metrics().splitlines():
+        if line.startswith("coderd_api_requests_processed_total") and ISSUE in line:
+            n += int(float(line.rsplit(" ", 1)[1]))
+    return n
+
+
+def path_url(proxy, rest="", slug="site"):
+    return f"{proxy.http_url}/@{OWNER_USERNAME}/dev/apps/{slug}/{rest}"
+
+
+def sub_get(proxy, sub, path="/", headers=None, cookies=None):
+    host = f"{sub}.{proxy.name}.localhost:{proxy.http_port}"
+    h = {"Host": host, **(headers or {})}
+    return requests.get(f"{proxy.http_url}{path}", headers=h, cookies=cookies,
+                        allow_redirects=False, timeout=10)
+
+
+def token_cookie(r):
+    m = re.search(r"coder_signed_app_token=([^;]+); Path=([^;]+);", r.headers.get("Set-Cookie", ""))
+    assert m, r.headers
+    return m.group(1), m.group(2)
+
+
+def test_path_app_at_a_proxy_asks_the_primary_once(env):
+    stack, ny, _, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    before = issued(stack)
+    r = requests.get(path_url(ny), headers=session, allow_redirects=False)
+    assert r.status_code == 200, r.text
+    assert r.text == "hello from the app"
+    tok, path = token_cookie(r)
+    assert path == f"/@{OWNER_USERNAME}/dev/apps/site/"
+    assert issued(stack) == before + 1
+    # With the token cookie alone (no session), the proxy decides by itself: no primary call.
+    for _ in range(20):
+        r = requests.get(path_url(ny, "headers"), cookies={"coder_signed_app_token": tok},
+                         allow_redirects=False)
+        assert r.status_code == 200, r.text
+    assert issued(stack) == before + 1
+    seen = r.json()["headers"]
+    assert "coder_signed_app_token" not in json.dumps(seen)  # Coder's cookies stay here
+    # The slash redirect stays on the proxy, path-only.
+    r = requests.get(path_url(ny).rstrip("/"), headers=session, allow_redirects=False)
+    assert r.status_code == 307 and r.headers["Location"] == f"/@{OWNER_USERNAME}/dev/apps/site/"
+
+
+def test_bytes_both_ways_through_the_proxy_tunnel_and_the_relay_link(env):
+    stack, ny, la, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    want = hashlib.sha256(_blob(BIG)).hexdigest()
+    for proxy in (ny, la):
+        r = requests.get(path_url(proxy, "big"), headers=session, stream=True)
+        assert r.status_code == 200, r.text
+        h = hashlib.sha256()
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+        assert h.hexdigest() == want, proxy.name
+        r = requests.post(path_url(proxy, "upload"), headers=session, data=_blob(BIG))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"received": BIG, "sha256": want}
+    # la has no tunnel from the agent: it went through the primary.
+    assert "relay link to the primary up" in la.proc.stderr()
+    assert "relay link" not in ny.proc.stderr()
+
+
+def test_browserless_auth_flow_for_a_subdomain_app(env):
+    stack, ny, _, _ = env
+    sub = f"sub--dev--{OWNER_USERNAME}"
+    host = f"{sub}.ny.localhost:{ny.http_port}"
+    # 1. Signed out: the primary (through the proxy) sends the user to auth-redirect.
+    r = sub_get(ny, sub, "/headers?x=1")
+    assert r.status_code == 303, r.text
+    back = f"http://{host}/headers?x=1"
+    assert r.headers["Location"] == (f"{stack.primary.url}/api/v2/applications/auth-redirect"
+                                     f"?redirect_uri={quote(back, safe='')}")
+    # 2. Signed in at the primary: back to the app with an encrypted key.
+    r = requests.get(r.headers["Location"], allow_redirects=False,
+                     headers={"Coder-Session-Token": stack.client.token()})
+    assert r.status_code == 303, r.text
+    loc = urlsplit(r.headers["Location"])
+    assert f"{loc.scheme}://{loc.netloc}{loc.path}" == f"http://{host}/headers"
+    assert loc.query.startswith("x=1&coder_application_connect_api_key_35e783=")
+    # 3. The proxy turns it into the wildcard's session cookie, and drops it from the URL.
+    r = sub_get(ny, sub, f"{loc.path}?{loc.query}")
+    assert r.status_code == 303, r.text
+    assert r.headers["Location"] == "/headers?x=1"
+    m = re.match(r"(coder_subdomain_app_session_token_[0-9a-f]{32})=([^;]+); Path=/; "
+                 r"Domain=\.ny\.localhost; HttpOnly; SameSite=Lax", r.headers["Set-Cookie"])
+    assert m, r.headers["Set-Cookie"]
+    name, key = m.group(1), m.group(2)
+    assert name == "coder_subdomain_app_session_token_" + hashlib.sha256(
+        f"*.ny.localhost".encode()).hexdigest()[:32]
+    # 4. With the cookie: the app, and a signed token for the next minute.
+    before = issued(stack)
+    r = sub_get(ny, sub, "/headers?x=1", cookies={name: key})
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "/headers?x=1"
+    tok, path = token_cookie(r)
+    assert path == "/"
+    r = sub_get(ny, sub, "/", cookies={"coder_signed_app_token": tok})
+    assert r.status_code == 200 and r.text == "hello from the app"
+    assert issued(stack) == before + 1
+    # The handed-over key opens apps only: the API refuses it.
+    r = requests.get(f"{stack.primary.url}/api/v2/users/me", headers={"Coder-Session-Token": key})
+    assert r.status_code == 403, r.text
+    # A public app needs nobody.
+    r = sub_get(ny, f"pub--dev--{OWNER_USERNAME}", "/")
+    assert r.status_code == 200 and r.text == "hello from the app"
+
+
+def _keys(stack, proxy_token, feature):
+    r = Api(stack.primary.url, None).get(
+        f"/api/v2/workspaceproxies/me/crypto-keys?feature={feature}",
+        headers={"Coder-External-Proxy-Token": proxy_token})
+    assert r.status_code == 200, r.text
+    return r.json()["crypto_keys"]
+
+
+def test_tokens_that_must_not_open_the_app(env):
+    stack, ny, _, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    r = requests.get(path_url(ny), headers=session, allow_redirects=False)
+    good, _ = token_cookie(r)
+    head, payload, _sig = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    kid = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+    # The proxies can read the key (they verify with it); the test plays a thief who has it.
+    tok = stack.api.get("/api/v2/workspaceproxies").json()
+    assert tok  # the owner lists proxies; keys come only with a proxy token, below
+    _, thief_token = stack.create_proxy("thief")
+    secret = next(k["secret"] for k in _keys(stack, thief_token, "workspace_apps_token")
+                  if str(k["sequence"]) == kid)
+
+    def refused(token, url=None):
+        r = requests.get(url or path_url(ny), cookies={"coder_signed_app_token": token},
+                         allow_redirects=False)
+        # No session: the proxy asks the primary, which sends the user to sign in.
+        assert r.status_code == 303, (r.status_code, r.text)
+        assert "/api/v2/applications/auth-redirect" in r.headers["Location"]
+
+    refused(_sign("00" * 64, kid, claims))  # forged: another key
+    refused(good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"))  # tampered
+    refused(_sign(secret, kid, {**claims, "exp": int(time.time()) - 5}))  # expired
+    other_app = {**claims, "request": {**claims["request"], "app_slug_or_port": "other"}}
+    refused(_sign(secret, kid, other_app))  # for another app
+    other_user = {**claims, "request": {**claims["request"], "username_or_id": "member"}}
+    refused(_sign(secret, kid, other_user))  # for someone else's workspace
+    # And the real one for this app is no key to another app's door.
+    refused(good, path_url(ny, slug="sub"))
+
+
+def test_what_the_app_sees_at_a_proxy(env):
+    stack, ny, _, _ = env
+    r = requests.get(path_url(ny, "headers"),
+                     headers={"Coder-Session-Token": stack.client.token(),
+                              "X-Forwarded-Host": "evil.example.com",
+                              "X-Forwarded-For": "6.6.6.6"})
+    assert r.status_code == 200, r.text
+    h = {k.lower(): v for k, v in r.json()["headers"].items()}
+    assert h["x-forwarded-for"] == "127.0.0.1"
+    assert h["x-forwarded-host"] == f"127.0.0.1:{ny.http_port}"
+    assert "coder-session-token" not in h
+
+
+def test_redirect_targets_cannot_leave(env):
+    stack, ny, _, _ = env
+    s = {"Coder-Session-Token": stack.client.token()}
+    base = f"{stack.primary.url}/api/v2/applications/auth-redirect?redirect_uri="
+    for bad in ("//evil.example.com/x", "http://evil.example.com/", "/relative",
+                f"http://user@{ny.http_url[7:]}/", f"{stack.primary.url}/"):
+        r = requests.get(base + quote(bad, safe=""), headers=s, allow_redirects=False)
+        assert r.status_code == 400, (bad, r.status_code, r.text)
+        assert r.json()["message"] == "Invalid redirect_uri."
+    # The hand-over's redirect is built from the request path: "//evil" stays on this host.
+    sub = f"sub--dev--{OWNER_USERNAME}"
+    r = requests.get(base + quote(f"http://{sub}.ny.localhost:{ny.http_port}//evil.example.com/",
+                                  safe=""), headers=s, allow_redirects=False)
+    assert r.status_code == 303, r.text
+    loc = urlsplit(r.headers["Location"])
+    r = sub_get(ny, sub, f"{loc.path}?{loc.query}")
+    assert r.status_code == 303
+    assert r.headers["Location"] == "/evil.example.com/"
+    # A garbled key is a clear 400, not a cookie.
+    r = sub_get(ny, sub, "/?coder_application_connect_api_key_35e783=garbage")
+    assert r.status_code == 400 and "Set-Cookie" not in r.headers
+
+
+def test_agent_gone_at_a_proxy(env):
+    stack, ny, la, agent = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    assert agent.stop() == 0
+    for proxy in (ny, la):
+        r = requests.get(path_url(proxy), headers=session)
+        assert r.status_code == 502, (proxy.name, r.text)
+    agent.start()
+    wait_for(lambda: requests.get(path_url(ny), headers=session).status_code == 200, 20, 0.2,
+             "app back at ny")
