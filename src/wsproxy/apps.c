@@ -41,7 +41,7 @@ struct papp {
     struct http_exchange *ex;
     struct app_request r;
     char agent_id[37];
-    char *target; /* "host:port" of the app, from the token */
+    char *target;      /* "host:port" of the app, from the token */
     struct papp *next; /* waiting for the relay link */
 };
 
@@ -142,8 +142,8 @@ via_link(struct papp *a)
     char *tok = xasprintf("Coder-External-Proxy-Token: %s", w->o->proxy_session_token);
     const char *const headers[] = {tok, "User-Agent: coder-wsproxy/" CODER_VERSION, NULL};
     bool https = str_has_prefix(w->primary_url, "https:");
-    l->tc = tunnel_dial(w->loop, w->primary_url, "/api/v2/workspaceproxies/me/relay",
-                        TUNNEL_CLIENT, headers, https ? w->tls : NULL, &link_cbs, l);
+    l->tc = tunnel_dial(w->loop, w->primary_url, "/api/v2/workspaceproxies/me/relay", TUNNEL_CLIENT,
+                        headers, https ? w->tls : NULL, &link_cbs, l);
     OPENSSL_cleanse(tok, strlen(tok));
     free(tok);
 }
@@ -191,12 +191,9 @@ token_check(struct papp *a, const char *token)
     const char *method = a->r.access == APP_ACCESS_PATH ? "path" : "subdomain";
     const struct {
         const char *field, *want;
-    } match[] = {{"access_method", method},
-                 {"base_path", a->r.base_path},
-                 {"username_or_id", a->r.user},
-                 {"workspace_name_or_id", a->r.workspace},
-                 {"agent_name_or_id", a->r.agent},
-                 {"app_slug_or_port", a->r.slug}};
+    } match[] = {{"access_method", method},        {"base_path", a->r.base_path},
+                 {"username_or_id", a->r.user},    {"workspace_name_or_id", a->r.workspace},
+                 {"agent_name_or_id", a->r.agent}, {"app_slug_or_port", a->r.slug}};
     bool ok = jose_check_time(c, time_now_ms() / 1000, 0, &err) == 0;
     for (size_t i = 0; ok && i < ARRAY_LEN(match); i++) {
         const char *v = json_string_value(json_object_get(req, match[i].field));
@@ -350,14 +347,13 @@ ask_primary(struct papp *a)
     char *session = app_session_token(&a->ex->req, &a->r, w->app_pattern);
     json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "access_method",
                             a->r.access == APP_ACCESS_PATH ? "path" : "subdomain", "base_path",
-                            a->r.base_path, "app_prefix", a->r.prefix, "username_or_id",
-                            a->r.user, "workspace_name_or_id", a->r.workspace,
-                            "agent_name_or_id", a->r.agent, "app_slug_or_port", a->r.slug);
-    json_t *body = json_pack("{s:o, s:s, s:s, s:s, s:s, s:s}", "app_request", req,
-                             "path_app_base_url", w->access_url, "app_hostname",
-                             w->o->net.wildcard_access_url ? w->o->net.wildcard_access_url : "",
-                             "app_path", path, "app_query", qm ? qm + 1 : "", "session_token",
-                             session ? session : "");
+                            a->r.base_path, "app_prefix", a->r.prefix, "username_or_id", a->r.user,
+                            "workspace_name_or_id", a->r.workspace, "agent_name_or_id", a->r.agent,
+                            "app_slug_or_port", a->r.slug);
+    json_t *body = json_pack(
+        "{s:o, s:s, s:s, s:s, s:s, s:s}", "app_request", req, "path_app_base_url", w->access_url,
+        "app_hostname", w->o->net.wildcard_access_url ? w->o->net.wildcard_access_url : "",
+        "app_path", path, "app_query", qm ? qm + 1 : "", "session_token", session ? session : "");
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     if (session)
@@ -394,9 +390,9 @@ take_key(struct papp *a, bool retry)
 {
     char *jwe = http_request_query_param(&a->ex->req, APP_KEY_PARAM);
     const char *err = NULL;
-    json_t *c = jose_decrypt_a256gcmkw(jwe ? jwe : "", wsproxy_keys_lookup,
-                                       wsproxy_keys(a->w, WSPROXY_KEYS_APPS_API_KEY), NULL, 0,
-                                       &err);
+    json_t *c =
+        jose_decrypt_a256gcmkw(jwe ? jwe : "", wsproxy_keys_lookup,
+                               wsproxy_keys(a->w, WSPROXY_KEYS_APPS_API_KEY), NULL, 0, &err);
     free(jwe);
     if (!c && retry && err && strcmp(err, "unknown signing key") == 0) {
         wsproxy_keys_fetch(a->w, WSPROXY_KEYS_APPS_API_KEY, key_after_fetch, a);

@@ -335,10 +335,10 @@ def ws_port():
     srv.server_close()
 
 
-def _ws_connect(stack, path):
+def _ws_connect(stack, path, base_url=None):
     import socket as _socket
 
-    host, port = "127.0.0.1", int(stack.primary.url.rsplit(":", 1)[1])
+    host, port = "127.0.0.1", int((base_url or stack.primary.url).rsplit(":", 1)[1])
     s = _socket.create_connection((host, port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
     req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from harness import Api, OWNER_USERNAME, free_port, wait_for
-from test_apps import BIG, _blob, app_port  # noqa: F401 - the app server fixture
+from test_apps import (BIG, WS_GUID, _blob, _ws_connect, _ws_frame, _ws_read,  # noqa: F401
+                       app_port, ws_port)  # the app servers (fixtures)
 
 ISSUE = "/api/v2/workspaceproxies/me/issue-signed-app-token"
 
@@ -32,7 +33,7 @@ def _sign(secret_hex, kid, claims):
 
 
 @pytest.fixture(scope="module")
-def env(mctx, app_port):  # noqa: F811
+def env(mctx, app_port, ws_port):  # noqa: F811
     stack = mctx.stack(prometheus=True)
     _, ny_token = stack.create_proxy("ny")
     ny = stack.start_proxy(ny_token, name="ny", tls=False)
@@ -46,7 +47,8 @@ def env(mctx, app_port):  # noqa: F811
     stack.wait_status("ny", "ok")
     r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
                          "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
-                         "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public")
+                         "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
+                         "--app", f"ws=http://127.0.0.1:{ws_port}")
     assert r.rc == 0, r
     token = r.stdout.split("Agent token: ", 1)[1].split()[0]
     agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
@@ -245,6 +247,26 @@ def test_redirect_targets_cannot_leave(env):
     # A garbled key is a clear 400, not a cookie.
     r = sub_get(ny, sub, "/?coder_application_connect_api_key_35e783=garbage")
     assert r.status_code == 400 and "Set-Cookie" not in r.headers
+
+
+def test_websocket_at_each_proxy(env):
+    stack, ny, la, _ = env
+    for proxy in (ny, la):
+        s, head, key = _ws_connect(stack, f"/@{OWNER_USERNAME}/dev/apps/ws/echo", proxy.http_url)
+        assert head.startswith(b"HTTP/1.1 101"), (proxy.name, head)
+        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
+        assert b"Sec-WebSocket-Accept: " + accept in head
+        for i in range(1000):
+            msg = f"{proxy.name} message {i}".encode()
+            s.sendall(_ws_frame(msg, masked=True))
+            assert _ws_read(s) == (2, msg)
+        s.close()
+        # An app answering the upgrade with 200 does not get the connection switched.
+        s, head, _ = _ws_connect(stack, f"/@{OWNER_USERNAME}/dev/apps/ws/refuse", proxy.http_url)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"Upgrade:" not in head
+        assert s.recv(100).startswith(b"no websocket here")
+        s.close()
 
 
 def test_agent_gone_at_a_proxy(env):
