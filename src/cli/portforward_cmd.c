@@ -1,7 +1,10 @@
 /* coder port-forward <workspace> --tcp [ip:]local[-end][:remote[-end]]: local TCP listeners
- * whose connections become byte streams to 127.0.0.1:remote in the workspace, through the
- * deployment (GET /api/v2/workspaceagents/{id}/port-forward, Upgrade: coder-tcp). */
+ * whose connections become byte streams to 127.0.0.1:remote in the workspace, through a
+ * region (GET /api/v2/workspaceagents/{id}/port-forward, Upgrade: coder-tcp): the healthy
+ * region with the lowest /latency-check time, or the one --proxy names. */
+#include "base/timeutil.h"
 #include "base/util.h"
+#include "http/client.h"
 #include "cli.h"
 #include "commands.h"
 #include "http/upgrade.h"
@@ -15,6 +18,7 @@
 #include <uv.h>
 
 #define MAX_FORWARDS 256
+#define LATENCY_TIMEOUT_MS 2000
 
 struct forward {
     char ip[64]; /* "" = 127.0.0.1 and [::1] */
@@ -241,6 +245,79 @@ listen_on(struct pf *pf, const char *ip, int local, int remote)
     return 0;
 }
 
+/* ---- choosing the region ---- */
+
+/* Milliseconds for one GET <url>/latency-check, or -1 when it failed. */
+static int64_t
+latency(const char *url)
+{
+    char *u = xasprintf("%s/latency-check", url);
+    struct http_client_req req = {.method = "GET", .url = u, .timeout_ms = LATENCY_TIMEOUT_MS};
+    struct http_client_resp resp;
+    http_client_resp_init(&resp);
+    int64_t t0 = time_mono_ms();
+    int rc = http_client_do(&req, &resp);
+    int64_t took = time_mono_ms() - t0;
+    bool ok = rc == 0 && resp.status == 200;
+    http_client_resp_fini(&resp);
+    free(u);
+    return ok ? took : -1;
+}
+
+/* The URL of the region to go through (a new string): the one named (the primary is
+ * "primary"), else the healthy one answering /latency-check fastest (the best of two tries, so
+ * a cold connection does not decide). NULL after printing an error. */
+static char *
+choose_region(struct cli *c, const char *want)
+{
+    json_t *j = NULL;
+    if (cli_api(c, "GET", "/api/v2/regions", NULL, &j, NULL) < 0)
+        return NULL;
+    json_t *regions = json_object_get(j, "regions");
+    char *best = NULL;
+    int64_t best_ms = -1;
+    size_t i;
+    json_t *r;
+    json_array_foreach(regions, i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        const char *url = json_string_value(json_object_get(r, "path_app_url"));
+        bool healthy = json_is_true(json_object_get(r, "healthy"));
+        if (!name || !url || !*url)
+            continue;
+        if (want) {
+            if (!str_eq(name, want))
+                continue;
+            if (!healthy)
+                cli_fail("proxy \"%s\" is not healthy; pick another with --proxy, or leave it "
+                         "out to use the fastest healthy region",
+                         want);
+            else
+                best = xstrdup(url);
+            json_decref(j);
+            return best;
+        }
+        if (!healthy)
+            continue;
+        int64_t a = latency(url), b = latency(url);
+        int64_t ms = a < 0 ? b : (b < 0 || a < b ? a : b);
+        if (c->g.verbose)
+            fprintf(stderr, "region %s (%s): %s%lld ms\n", name, url, ms < 0 ? "unreachable, " : "",
+                    (long long)ms);
+        if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+            free(best);
+            best = xstrdup(url);
+            best_ms = ms;
+        }
+    }
+    json_decref(j);
+    if (want)
+        cli_fail("proxy \"%s\" not found; `coder wsproxy ls` lists them", want);
+    else if (!best)
+        best = xstrdup(c->url); /* nothing answered: the deployment itself */
+    return best;
+}
+
 static void
 close_all(struct pf *pf)
 {
@@ -267,6 +344,7 @@ cmd_port_forward(int argc, char **argv)
 {
     struct conf_strv tcp = {0}, udp = {0};
     bool disable_autostart = false;
+    char *proxy = NULL, *region = NULL;
     const struct conf_opt opts[] = {
         {.flag = "tcp",
          .shorthand = 'p',
@@ -280,6 +358,12 @@ cmd_port_forward(int argc, char **argv)
          .type = CONF_STRING_ARRAY,
          .dest = &udp,
          .help = "Forward UDP port(s): not supported by this deployment's tunnel."},
+        {.flag = "proxy",
+         .env = "CODER_PORT_FORWARD_PROXY",
+         .type = CONF_STRING,
+         .dest = &proxy,
+         .help = "The region to forward through (a workspace proxy's name, or \"primary\"); "
+                 "by default the healthy region with the lowest latency."},
         {.flag = "disable-autostart",
          .env = "CODER_SSH_DISABLE_AUTOSTART",
          .type = CONF_BOOL,
@@ -337,11 +421,16 @@ cmd_port_forward(int argc, char **argv)
         goto out;
     }
     snprintf(pf.agent_id, sizeof(pf.agent_id), "%s", agent_id);
+    region = choose_region(&c, proxy && *proxy ? proxy : NULL);
+    if (!region)
+        goto out;
+    if (c.g.verbose)
+        fprintf(stderr, "forwarding through %s\n", region);
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);
     loop_open = true;
     pf.loop = &loop;
-    pf.url = c.url;
+    pf.url = region;
     pf.auth = xasprintf("Coder-Session-Token: %s", c.token);
     struct tls_client_opts to = {0};
     char *err = NULL;
@@ -385,6 +474,7 @@ out:
     }
     tls_ctx_free(pf.tls);
     free(pf.auth);
+    free(region);
     json_decref(w);
     free(fw);
     cli_fini(&c);

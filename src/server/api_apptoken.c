@@ -100,22 +100,30 @@ api_proxies_issue_app_token(struct api_ctx *c)
     const char *slug = bad ? NULL : api_str_field(req, "app_slug_or_port", &bad);
     const char *session = api_str_field(j, "session_token", &bad);
     struct app_grant g = {0};
-    if (bad || !method || (!str_eq(method, "path") && !str_eq(method, "subdomain")) || !user ||
-        !ws || !slug) {
+    bool terminal = method && str_eq(method, "terminal");
+    if (bad || !method ||
+        (terminal ? !agent
+                  : (!str_eq(method, "path") && !str_eq(method, "subdomain")) || !user || !ws ||
+                        !slug)) {
         api_reply_error(c, 400, "Invalid app request.",
-                        "app_request needs access_method path or subdomain, username_or_id, "
-                        "workspace_name_or_id and app_slug_or_port.");
+                        "app_request needs access_method path or subdomain with username_or_id, "
+                        "workspace_name_or_id and app_slug_or_port, or terminal with "
+                        "agent_name_or_id.");
         json_decref(j);
         return;
     }
-    enum app_access access = str_eq(method, "path") ? APP_ACCESS_PATH : APP_ACCESS_SUBDOMAIN;
+    enum app_access access = terminal                 ? APP_ACCESS_TERMINAL
+                             : str_eq(method, "path") ? APP_ACCESS_PATH
+                                                      : APP_ACCESS_SUBDOMAIN;
     /* The user, if the session is good; a signed-out caller may still reach a public app. */
     struct api_auth_failure why = {0};
     bool signed_in = session && *session && api_auth_check(c, xstrdup(session), &why) == 0;
     api_auth_failure_fini(&why);
-    int status = apps_authorize(c, signed_in, access, user, ws, agent ? agent : "", slug, &g);
+    int status = apps_authorize(c, signed_in, access, user ? user : "", ws ? ws : "",
+                                agent ? agent : "", slug ? slug : "", &g);
     if (status == 401) {
-        char *back = app_url_at_proxy(j, req, access);
+        /* No redirect makes sense for a terminal or a port (a CLI or a WebSocket asks). */
+        char *back = terminal ? NULL : app_url_at_proxy(j, req, access);
         if (back)
             reply_auth_redirect(c, back);
         else

@@ -52,11 +52,41 @@ user_by_name_or_id(struct store *st, const char *s, struct store_user *out)
     return store_user_by_username(st, s, out);
 }
 
+/* The agent itself (terminal, port forwarding): its workspace owner's, named by the agent's id. */
+static int
+authorize_agent(struct api_ctx *c, bool signed_in, const char *agent_id, struct app_grant *g)
+{
+    if (!signed_in)
+        return 401;
+    if (!agent_id || !uuid_valid(agent_id))
+        return 404;
+    char id[37];
+    snprintf(id, sizeof(id), "%s", agent_id);
+    struct store_agent a = {0};
+    struct store_workspace w = {0};
+    int rc = store_agent_by_id(c->st, str_lower(id), &a);
+    if (rc == 0)
+        rc = store_workspace_by_id(c->st, a.workspace_id, &w);
+    int status = rc < 0 && rc != STORE_ENOTFOUND                          ? 500
+                 : rc < 0 || w.deleted || !str_eq(w.owner_id, c->user.id) ? 404
+                                                                          : 0;
+    if (status == 0) {
+        snprintf(g->agent_id, sizeof(g->agent_id), "%s", a.id);
+        snprintf(g->workspace_id, sizeof(g->workspace_id), "%s", w.id);
+        g->app_url = xstrdup("");
+    }
+    store_workspace_fini(&w);
+    store_agent_fini(&a);
+    return status;
+}
+
 int
 apps_authorize(struct api_ctx *c, bool signed_in, enum app_access access, const char *user,
                const char *workspace, const char *agent, const char *slug, struct app_grant *g)
 {
     memset(g, 0, sizeof(*g));
+    if (access == APP_ACCESS_TERMINAL)
+        return authorize_agent(c, signed_in, agent, g);
     struct store_user owner = {0};
     struct store_workspace w = {0};
     struct store_agent *agents = NULL;
@@ -300,60 +330,7 @@ apps_handle(struct http_exchange *ex, struct primary *p)
     worker_submit(p->worker, resolve_run, resolve_done, a);
 }
 
-/* ---- port forwarding: a TCP stream to a workspace port, over an upgraded connection ---- */
-
-struct pf_req {
-    struct http_exchange *ex; /* NULL once answered */
-};
-
-static void
-pf_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, size_t nh,
-            void *arg)
-{
-    struct pf_req *f = arg;
-    struct http_exchange *ex = f->ex;
-    if (status != 200) {
-        const char *why = "the agent refused the connection";
-        for (size_t i = 0; i < nh; i++) {
-            if (strcmp(h[i].name, "coder-error") == 0)
-                why = h[i].value;
-        }
-        http_reply_error(ex, 502, why, NULL); /* the CLI prints it after its own prefix */
-        f->ex = NULL;
-        tunnel_stream_reset(s, TUNNEL_CANCEL);
-        return; /* pf_close frees f */
-    }
-    /* Connected in the workspace: now the client's connection becomes the byte stream. */
-    http_exchange_header(ex, "Upgrade", "coder-tcp");
-    struct buf early;
-    buf_init(&early);
-    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
-    f->ex = NULL;
-    if (!st) {
-        tunnel_stream_reset(s, TUNNEL_CANCEL);
-        buf_fini(&early);
-        return;
-    }
-    free(f); /* the pipe owns both ends from here */
-    tunnel_pipe(s, st);
-    if (early.len)
-        tunnel_stream_write(s, early.data, early.len);
-    buf_fini(&early);
-}
-
-static void
-pf_close(struct tunnel_stream *s, uint32_t code, void *arg)
-{
-    (void)s;
-    (void)code;
-    struct pf_req *f = arg;
-    if (f->ex)
-        http_reply_error(f->ex, 502, "Failed to dial the workspace port.",
-                         "The agent's tunnel closed.");
-    free(f);
-}
-
-static const struct tunnel_stream_cbs pf_cbs = {pf_response, NULL, NULL, NULL, pf_close};
+/* ---- port forwarding ---- */
 
 void
 apps_port_forward(struct primary *p, struct http_exchange *ex, const char *agent_id, int port)
@@ -364,13 +341,5 @@ apps_port_forward(struct primary *p, struct http_exchange *ex, const char *agent
                          "The workspace agent has no tunnel to this region.");
         return;
     }
-    char target[32];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-    struct pf_req *f = xcalloc(1, sizeof(*f));
-    f->ex = ex;
-    if (!tunnel_stream_open(tunnel_conn_session(tc), "CONNECT", target, NULL, NULL, 0, &pf_cbs,
-                            f)) {
-        free(f);
-        http_reply_error(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
-    }
+    app_port_forward(ex, tunnel_conn_session(tc), NULL, port);
 }

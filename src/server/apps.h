@@ -19,7 +19,9 @@ struct app_grant {
 };
 
 /* On the store thread: may the caller (c->user, when signed_in) use the app named by user (a
- * name or id), workspace, agent (name or id; "" for the only one) and slug? Returns 0 with g
+ * name or id), workspace, agent (name or id; "" for the only one) and slug? For
+ * APP_ACCESS_TERMINAL only agent (its id) counts: the agent itself, its workspace owner's, with
+ * an empty app_url. Returns 0 with g
  * filled (release with app_grant_fini), or the status to refuse with: 401 when signed out and
  * the app is not public, 404 when it does not exist or is not theirs (a stranger learns
  * nothing), 500 on a store error. Path apps are the owner's alone (Coder without

@@ -16,9 +16,11 @@
 #include "appproxy/cookies.h"
 #include "appproxy/relay.h"
 #include "appproxy/request.h"
+#include "base/crypto.h"
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
+#include "base/uuid.h"
 #include "http/url.h"
 #include "jose/jwt.h"
 #include "net/tls.h"
@@ -34,6 +36,8 @@
 
 #define SMUGGLE_LEEWAY_S 30
 #define ISSUE_TIMEOUT_MS 10000
+/* Port-forward grants remembered (a CLI sends no cookies): hash of session and agent. */
+#define PF_GRANTS 64
 
 /* One app request on its way. */
 struct papp {
@@ -42,7 +46,14 @@ struct papp {
     struct app_request r;
     char agent_id[37];
     char *target;      /* "host:port" of the app, from the token */
+    int pf_port;       /* a port-forward request: the workspace port */
+    uint8_t grant[32]; /* port forwarding: SHA-256 of the session and the agent id */
     struct papp *next; /* waiting for the relay link */
+};
+
+struct pf_grant {
+    uint8_t key[32];
+    int64_t exp_ms;
 };
 
 /* The relay link to the primary, dialled on first need and kept. */
@@ -52,6 +63,7 @@ struct relay_link {
     bool ready;
     bool closing;      /* the proxy stops: free once the tunnel is gone */
     struct papp *wait; /* requests waiting for it to be ready */
+    struct pf_grant grants[PF_GRANTS];
 };
 
 static void
@@ -153,7 +165,10 @@ via_link(struct papp *a)
 static void
 relay_now(struct papp *a, struct tunnel *t, const char *via)
 {
-    app_relay(a->ex, t, via, a->target, a->r.rest);
+    if (a->pf_port)
+        app_port_forward(a->ex, t, via, a->pf_port);
+    else
+        app_relay(a->ex, t, via, a->target, a->r.rest);
     papp_free(a);
 }
 
@@ -188,6 +203,17 @@ token_check(struct papp *a, const char *token)
     if (!c)
         return err && strcmp(err, "unknown signing key") == 0 ? -1 : 0;
     json_t *req = json_object_get(c, "request");
+    if (a->r.access == APP_ACCESS_TERMINAL) {
+        /* The agent itself: the token must be for it. */
+        const char *m = json_string_value(json_object_get(req, "access_method"));
+        const char *agent = json_string_value(json_object_get(c, "agent_id"));
+        bool ok = jose_check_time(c, time_now_ms() / 1000, 0, &err) == 0 && m &&
+                  str_eq(m, "terminal") && agent && str_eq_ci(agent, a->r.agent);
+        if (ok)
+            snprintf(a->agent_id, sizeof(a->agent_id), "%s", agent);
+        json_decref(c);
+        return ok ? 1 : 0;
+    }
     const char *method = a->r.access == APP_ACCESS_PATH ? "path" : "subdomain";
     const struct {
         const char *field, *want;
@@ -251,6 +277,32 @@ try_cookies(struct papp *a, bool retry)
     }
 }
 
+/* ---- port-forward grants ---- */
+
+static bool
+has_grant(struct relay_link *l, const uint8_t key[32])
+{
+    int64_t now = time_mono_ms();
+    for (size_t i = 0; i < PF_GRANTS; i++) {
+        if (l->grants[i].exp_ms > now && CRYPTO_memcmp(l->grants[i].key, key, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Remembers a grant for the token's minute, in the slot that expires first. */
+static void
+remember_grant(struct relay_link *l, const uint8_t key[32])
+{
+    size_t slot = 0;
+    for (size_t i = 1; i < PF_GRANTS; i++) {
+        if (l->grants[i].exp_ms < l->grants[slot].exp_ms)
+            slot = i;
+    }
+    memcpy(l->grants[slot].key, key, 32);
+    l->grants[slot].exp_ms = time_mono_ms() + 60000;
+}
+
 /* ---- asking the primary (step 3) ---- */
 
 struct issued {
@@ -277,7 +329,10 @@ issued_check(struct issued *is, bool retry)
         wsproxy_keys_fetch(a->w, WSPROXY_KEYS_APPS_TOKEN, issued_after_fetch, is);
         return;
     }
-    if (rc == 1) {
+    if (rc == 1 && a->pf_port) {
+        remember_grant(a->w->link, a->grant);
+        route(a);
+    } else if (rc == 1) {
         app_set_token_cookie(a->ex, &a->r, is->token, is->exp, secure(a));
         route(a);
     } else {
@@ -345,11 +400,12 @@ ask_primary(struct papp *a)
     const char *qm = strchr(rest, '?');
     char *path = xstrndup(rest, qm ? (size_t)(qm - rest) : strlen(rest));
     char *session = app_session_token(&a->ex->req, &a->r, w->app_pattern);
-    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "access_method",
-                            a->r.access == APP_ACCESS_PATH ? "path" : "subdomain", "base_path",
-                            a->r.base_path, "app_prefix", a->r.prefix, "username_or_id", a->r.user,
-                            "workspace_name_or_id", a->r.workspace, "agent_name_or_id", a->r.agent,
-                            "app_slug_or_port", a->r.slug);
+    static const char *const methods[] = {"path", "subdomain", "terminal"};
+    json_t *req =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "access_method", methods[a->r.access],
+                  "base_path", a->r.base_path, "app_prefix", a->r.prefix, "username_or_id",
+                  a->r.user, "workspace_name_or_id", a->r.workspace, "agent_name_or_id", a->r.agent,
+                  "app_slug_or_port", a->r.slug);
     json_t *body = json_pack(
         "{s:o, s:s, s:s, s:s, s:s, s:s}", "app_request", req, "path_app_base_url", w->access_url,
         "app_hostname", w->o->net.wildcard_access_url ? w->o->net.wildcard_access_url : "",
@@ -412,6 +468,59 @@ take_key(struct papp *a, bool retry)
 }
 
 /* ---- entry points ---- */
+
+void
+wsproxy_port_forward(struct http_exchange *ex, struct wsproxy *w)
+{
+    const char *up = http_request_header(&ex->req, "Upgrade");
+    const char *id = http_exchange_param(ex, "workspaceagent");
+    char *q = http_request_query_param(&ex->req, "port");
+    char *end = NULL;
+    long port = q ? strtol(q, &end, 10) : 0;
+    bool bad_port = !q || *q == '\0' || *end != '\0' || port < 9 || port > 65535;
+    free(q);
+    if (!ex->req.upgrade || !up || !str_eq_ci(up, "coder-tcp")) {
+        http_reply_error(ex, 400, "Expected an upgrade to coder-tcp.",
+                         "Send Connection: Upgrade and Upgrade: coder-tcp.");
+        return;
+    }
+    if (!id || !uuid_valid(id)) {
+        http_reply_error(ex, 400, "Invalid UUID.", NULL);
+        return;
+    }
+    if (bad_port) {
+        http_reply_error(ex, 400, "Invalid port.", "port must be a number from 9 to 65535.");
+        return;
+    }
+    if (w->stopping) {
+        http_reply_error(ex, 503, "The proxy is shutting down.", NULL);
+        return;
+    }
+    struct papp *a = xcalloc(1, sizeof(*a));
+    a->w = w;
+    a->ex = ex;
+    a->pf_port = (int)port;
+    a->r.access = APP_ACCESS_TERMINAL;
+    snprintf(a->r.agent, sizeof(a->r.agent), "%s", id);
+    str_lower(a->r.agent);
+    a->r.base_path = xstrdup("/");
+    a->r.rest = xstrdup("");
+    /* The grant is for this session and this agent. */
+    char *session = app_session_token(&ex->req, &a->r, NULL);
+    struct buf b;
+    buf_init(&b);
+    buf_printf(&b, "%s%c%s", session ? session : "", 0, a->r.agent);
+    sha256(b.data, b.len, a->grant);
+    OPENSSL_cleanse(b.data, b.len);
+    buf_fini(&b);
+    free(session);
+    if (has_grant(w->link, a->grant)) {
+        memcpy(a->agent_id, a->r.agent, 37); /* a UUID: 36 characters and the NUL */
+        route(a);
+    } else {
+        ask_primary(a);
+    }
+}
 
 void
 wsproxy_apps_handle(struct http_exchange *ex, struct wsproxy *w)

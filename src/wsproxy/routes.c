@@ -31,6 +31,12 @@ h_tunnel(struct http_exchange *ex, void *arg)
 }
 
 static void
+h_port_forward(struct http_exchange *ex, void *arg)
+{
+    wsproxy_port_forward(ex, arg);
+}
+
+static void
 h_derp(struct http_exchange *ex, void *arg)
 {
     http_reply_error(ex, 400, "DERP is not supported; agents connect through the agent tunnel.",
@@ -126,6 +132,7 @@ static const struct http_route routes[] = {
     {"GET", "/healthz-report", h_healthz_report},
     {"GET", "/api/v2/buildinfo", h_buildinfo},
     {"GET", "/api/v2/workspaceagents/me/tunnel", h_tunnel},
+    {"GET", "/api/v2/workspaceagents/{workspaceagent}/port-forward", h_port_forward},
     {"*", "/derp", h_derp},
     {"*", "/derp/*", h_derp},
 };

@@ -110,6 +110,10 @@ bool wsproxy_apps_match(struct http_exchange *ex, void *arg);
 /* Serves an app request: signed app token (cookie, else from the primary with the user's
  * session), then the agent's tunnel here, else the relay link through the primary. */
 void wsproxy_apps_handle(struct http_exchange *ex, struct wsproxy *w);
+/* GET /api/v2/workspaceagents/{id}/port-forward?port=N (Upgrade: coder-tcp, docs/TUNNEL.md
+ * §8): the agent's owner only, checked with a terminal token from the primary (remembered for
+ * its minute per session and agent). */
+void wsproxy_port_forward(struct http_exchange *ex, struct wsproxy *w);
 /* Sets up what apps need (the wildcard); 0 or -1 with *err. */
 int wsproxy_apps_init(struct wsproxy *w, char **err);
 /* At shutdown: closes the relay link; requests waiting for it get 503. */

@@ -279,3 +279,133 @@ def test_agent_gone_at_a_proxy(env):
     agent.start()
     wait_for(lambda: requests.get(path_url(ny), headers=session).status_code == 200, 20, 0.2,
              "app back at ny")
+
+
+def _port_forward(stack, name, *extra):
+    import socket
+
+    local = free_port()
+    p = stack.ctx.process(f"pf-{name}", ["port-forward", "dev", "--tcp",
+                                         f"{local}:{stack.echo_port}", "-v", *extra],
+                          stack.client.env_extra())
+    p.start()
+    wait_for(lambda: "Ready!" in p.stderr(), 15, 0.1, "port-forward ready")
+    blob = hashlib.shake_256(name.encode()).digest(1 << 20)
+    with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
+        for _ in range(3):  # three connections' worth of bytes on one
+            s.sendall(blob)
+            got = bytearray()
+            while len(got) < len(blob):
+                d = s.recv(1 << 16)
+                assert d, "closed early"
+                got.extend(d)
+            assert bytes(got) == blob
+    # A second connection: the proxy remembers the grant (no second primary call).
+    with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
+        s.sendall(b"again")
+        assert s.recv(5) == b"again"
+    return p
+
+
+@pytest.fixture(scope="module")
+def echo(env):
+    import socket
+    import threading
+
+    stack = env[0]
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stack.echo_port = srv.getsockname()[1]
+
+    def serve(c):
+        with c:
+            while d := c.recv(1 << 16):
+                c.sendall(d)
+
+    def accept():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield stack.echo_port
+    srv.close()
+
+
+def test_port_forward_through_a_chosen_proxy(env, echo):
+    stack, ny, la, _ = env
+    before = issued(stack)
+    p = _port_forward(stack, "ny", "--proxy", "ny")
+    assert f"forwarding through {ny.url}" in p.stderr()
+    assert issued(stack) == before + 1  # two connections, one token
+    assert p.stop() == 0
+    # "la" holds no tunnel from the agent: the bytes go through the primary's relay link. It is
+    # not healthy either (its access URL is dead), so --proxy refuses it by name.
+    r = stack.client.run("port-forward", "dev", "--tcp", f"{free_port()}:{echo}", "--proxy", "la")
+    assert r.rc != 0 and r.stderr.strip().splitlines()[-1] == (
+        'error: proxy "la" is not healthy; pick another with --proxy, or leave it out to use '
+        'the fastest healthy region')
+    r = stack.client.run("port-forward", "dev", "--tcp", f"{free_port()}:{echo}", "--proxy", "xx")
+    assert r.rc != 0 and "proxy \"xx\" not found" in r.stderr
+    # Without --proxy: every healthy region was timed, and one was picked.
+    p = _port_forward(stack, "auto")
+    err = p.stderr()
+    assert "region primary (" in err and "region ny (" in err and "region la" not in err
+    assert p.stop() == 0
+
+
+def test_port_forward_at_a_proxy_is_the_owners(env, echo):
+    stack, ny, _, _ = env
+    agent_id = stack.api.get("/api/v2/users/me/workspace/dev").json()[
+        "latest_build"]["resources"][0]["agents"][0]["id"]
+    url = f"{ny.http_url}/api/v2/workspaceagents/{agent_id}/port-forward?port={echo}"
+    up = {"Connection": "Upgrade", "Upgrade": "coder-tcp"}
+    r = requests.get(url, headers=up, allow_redirects=False)
+    assert r.status_code == 401, r.text  # signed out
+    r = requests.get(url, headers={**up, "Coder-Session-Token": "bad-token"})
+    assert r.status_code == 401, r.text
+    r = requests.get(url.replace(f"port={echo}", "port=3"),
+                     headers={**up, "Coder-Session-Token": stack.client.token()})
+    assert r.status_code == 400 and r.json()["message"] == "Invalid port."
+    r = requests.get(url, headers={"Coder-Session-Token": stack.client.token()})
+    assert r.status_code == 400 and r.json()["message"] == "Expected an upgrade to coder-tcp."
+    # Someone else's session: not found, as at the primary.
+    r = stack.api.post("/api/v2/users", json={"email": "pf@example.com", "username": "pfmember",
+                                              "password": "SomeSecure-Pass1!",
+                                              "login_type": "password"})
+    assert r.status_code == 201, r.text
+    member = Api(stack.primary.url, None).post(
+        "/api/v2/users/login",
+        json={"email": "pf@example.com", "password": "SomeSecure-Pass1!"}).json()["session_token"]
+    r = requests.get(url, headers={**up, "Coder-Session-Token": member})
+    assert r.status_code == 404, r.text
+
+
+def test_port_forward_through_the_relay_link(env, echo):
+    import socket
+
+    stack, _, la, _ = env
+    agent_id = stack.api.get("/api/v2/users/me/workspace/dev").json()[
+        "latest_build"]["resources"][0]["agents"][0]["id"]
+    with socket.create_connection(("127.0.0.1", la.http_port), timeout=10) as s:
+        s.sendall((f"GET /api/v2/workspaceagents/{agent_id}/port-forward?port={echo} HTTP/1.1\r\n"
+                   f"Host: 127.0.0.1:{la.http_port}\r\nConnection: Upgrade\r\n"
+                   f"Upgrade: coder-tcp\r\nCoder-Session-Token: {stack.client.token()}\r\n\r\n")
+                  .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = s.recv(1)
+            assert d, head
+            head += d
+        assert head.startswith(b"HTTP/1.1 101"), head
+        blob = hashlib.shake_256(b"relay").digest(4 << 20)
+        got = bytearray()
+        s.sendall(blob[: 1 << 20])
+        while len(got) < (1 << 20):
+            got.extend(s.recv(1 << 16))
+        assert bytes(got) == blob[: 1 << 20]

@@ -496,3 +496,73 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
     if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */
         http_exchange_read_body(ex, &body_cbs, r);
 }
+
+/* ---- port forwarding: a TCP stream to a workspace port, over an upgraded connection ---- */
+
+struct pf_req {
+    struct http_exchange *ex; /* NULL once answered */
+};
+
+static void
+pf_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, size_t nh,
+            void *arg)
+{
+    struct pf_req *f = arg;
+    struct http_exchange *ex = f->ex;
+    if (status != 200) {
+        const char *why = "the agent refused the connection";
+        for (size_t i = 0; i < nh; i++) {
+            if (strcmp(h[i].name, "coder-error") == 0)
+                why = h[i].value;
+        }
+        http_reply_error(ex, 502, why, NULL); /* the CLI prints it after its own prefix */
+        f->ex = NULL;
+        tunnel_stream_reset(s, TUNNEL_CANCEL);
+        return; /* pf_close frees f */
+    }
+    /* Connected in the workspace: now the client's connection becomes the byte stream. */
+    http_exchange_header(ex, "Upgrade", "coder-tcp");
+    struct buf early;
+    buf_init(&early);
+    struct net_stream *st = http_exchange_upgrade(ex, NULL, NULL, &early);
+    f->ex = NULL;
+    if (!st) {
+        tunnel_stream_reset(s, TUNNEL_CANCEL);
+        buf_fini(&early);
+        return;
+    }
+    free(f); /* the pipe owns both ends from here */
+    tunnel_pipe(s, st);
+    if (early.len)
+        tunnel_stream_write(s, early.data, early.len);
+    buf_fini(&early);
+}
+
+static void
+pf_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    (void)code;
+    struct pf_req *f = arg;
+    if (f->ex)
+        http_reply_error(f->ex, 502, "Failed to dial the workspace port.",
+                         "The agent's tunnel closed.");
+    free(f);
+}
+
+static const struct tunnel_stream_cbs pf_cbs = {pf_response, NULL, NULL, NULL, pf_close};
+
+void
+app_port_forward(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id, int port)
+{
+    char target[32];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    struct pf_req *f = xcalloc(1, sizeof(*f));
+    f->ex = ex;
+    const struct tunnel_header via[] = {{"coder-agent-id", relay_agent_id}};
+    if (!t || !tunnel_stream_open(t, "CONNECT", target, NULL, relay_agent_id ? via : NULL,
+                                  relay_agent_id ? 1 : 0, &pf_cbs, f)) {
+        free(f);
+        http_reply_error(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
+    }
+}

@@ -17,6 +17,12 @@ struct tunnel;
 void app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
                const char *target, const char *rest);
 
+/* Upgrades ex (an authorized port-forward request, docs/TUNNEL.md §8) into a byte stream to
+ * 127.0.0.1:port in the workspace once the agent connected (101 Upgrade: coder-tcp); else
+ * answers 502 with the agent's reason. t and relay_agent_id as for app_relay. */
+void app_port_forward(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
+                      int port);
+
 /* An error for the user: an HTML page for a browser (Accept: text/html), else Coder's JSON. */
 void app_fail_page(struct http_exchange *ex, int status, const char *title, const char *detail);
 

@@ -13,6 +13,7 @@
 enum app_access {
     APP_ACCESS_PATH,
     APP_ACCESS_SUBDOMAIN,
+    APP_ACCESS_TERMINAL, /* the agent itself (Coder's terminal; here also port forwarding) */
 };
 
 struct app_request {
