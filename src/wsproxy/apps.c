@@ -74,6 +74,15 @@ papp_free(struct papp *a)
     free(a);
 }
 
+static struct papp *
+papp_new(struct wsproxy *w, struct http_exchange *ex)
+{
+    struct papp *a = xcalloc(1, sizeof(*a));
+    a->w = w;
+    a->ex = ex;
+    return a;
+}
+
 static bool
 secure(const struct papp *a)
 {
@@ -496,23 +505,25 @@ wsproxy_port_forward(struct http_exchange *ex, struct wsproxy *w)
         http_reply_error(ex, 503, "The proxy is shutting down.", NULL);
         return;
     }
-    struct papp *a = xcalloc(1, sizeof(*a));
-    a->w = w;
-    a->ex = ex;
+    struct papp *a = papp_new(w, ex);
     a->pf_port = (int)port;
     a->r.access = APP_ACCESS_TERMINAL;
     snprintf(a->r.agent, sizeof(a->r.agent), "%s", id);
     str_lower(a->r.agent);
     a->r.base_path = xstrdup("/");
     a->r.rest = xstrdup("");
-    /* The grant is for this session and this agent. */
+    /* The grant is for this session and this agent: SHA-256 of both, NUL between. */
     char *session = app_session_token(&ex->req, &a->r, NULL);
     struct buf b;
     buf_init(&b);
-    buf_printf(&b, "%s%c%s", session ? session : "", 0, a->r.agent);
+    buf_puts(&b, session ? session : "");
+    buf_append(&b, "", 1);
+    buf_puts(&b, a->r.agent);
     sha256(b.data, b.len, a->grant);
     OPENSSL_cleanse(b.data, b.len);
     buf_fini(&b);
+    if (session)
+        OPENSSL_cleanse(session, strlen(session));
     free(session);
     if (has_grant(w->link, a->grant)) {
         memcpy(a->agent_id, a->r.agent, 37); /* a UUID: 36 characters and the NUL */
@@ -529,9 +540,7 @@ wsproxy_apps_handle(struct http_exchange *ex, struct wsproxy *w)
         http_reply_error(ex, 503, "The proxy is shutting down.", NULL);
         return;
     }
-    struct papp *a = xcalloc(1, sizeof(*a));
-    a->w = w;
-    a->ex = ex;
+    struct papp *a = papp_new(w, ex);
     if (app_request_parse(ex, w->app_pattern, w->own_host, &a->r) < 0) {
         papp_free(a);
         return;

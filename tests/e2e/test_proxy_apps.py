@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from harness import Api, OWNER_USERNAME, free_port, wait_for
+from test_port_forward import echo_port  # noqa: F401 - the TCP echo server (fixture)
 from test_apps import (BIG, WS_GUID, _blob, _ws_connect, _ws_frame, _ws_read,  # noqa: F401
                        app_port, ws_port)  # the app servers (fixtures)
 
@@ -308,33 +309,9 @@ def _port_forward(stack, name, *extra):
 
 
 @pytest.fixture(scope="module")
-def echo(env):
-    import socket
-    import threading
-
-    stack = env[0]
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    stack.echo_port = srv.getsockname()[1]
-
-    def serve(c):
-        with c:
-            while d := c.recv(1 << 16):
-                c.sendall(d)
-
-    def accept():
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield stack.echo_port
-    srv.close()
+def echo(env, echo_port):  # noqa: F811
+    env[0].echo_port = echo_port
+    return echo_port
 
 
 def test_port_forward_through_a_chosen_proxy(env, echo):
@@ -382,6 +359,16 @@ def test_port_forward_at_a_proxy_is_the_owners(env, echo):
     member = Api(stack.primary.url, None).post(
         "/api/v2/users/login",
         json={"email": "pf@example.com", "password": "SomeSecure-Pass1!"}).json()["session_token"]
+    r = requests.get(url, headers={**up, "Coder-Session-Token": member})
+    assert r.status_code == 404, r.text
+    # A grant is for one session and one agent: the member's grant for their own agent (not
+    # connected: 502 after the token) opens nothing else.
+    r = requests.post(f"{stack.primary.url}/api/v2/users/me/workspaces",
+                      headers={"Coder-Session-Token": member}, json={"name": "mine"})
+    assert r.status_code == 201, r.text
+    mine = r.json()["latest_build"]["resources"][0]["agents"][0]["id"]
+    r = requests.get(url.replace(agent_id, mine), headers={**up, "Coder-Session-Token": member})
+    assert r.status_code == 502, r.text
     r = requests.get(url, headers={**up, "Coder-Session-Token": member})
     assert r.status_code == 404, r.text
 
