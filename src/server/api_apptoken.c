@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "base/timeutil.h"
 #include "base/util.h"
+#include "base/uuid.h"
 #include "http/url.h"
 #include "jose/jwt.h"
 #include "primary.h"
@@ -270,4 +271,65 @@ out:
     free(hostport);
     free(effective);
     url_free(&u);
+}
+
+/* ---- POST /api/v2/workspaceproxies/me/app-stats (CODER-COMPAT §2.8) ---- */
+
+#define APP_STATS_MAX 1000
+
+void
+api_proxies_app_stats(struct api_ctx *c)
+{
+    json_t *j = api_read_json(c);
+    if (!j)
+        return;
+    json_t *arr = json_object_get(j, "stats");
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr) || n > APP_STATS_MAX) {
+        api_reply_error(c, 400, "Invalid app stats.",
+                        "stats must be an array of at most 1000 reports.");
+        json_decref(j);
+        return;
+    }
+    struct store_app_stat *v = xcalloc(n + 1, sizeof(*v));
+    char *why = NULL;
+    for (size_t i = 0; i < n && !why; i++) {
+        json_t *e = json_array_get(arr, i);
+        bool bad = !json_is_object(e);
+        struct store_app_stat *s = &v[i];
+        s->user_id = bad ? NULL : api_str_field(e, "user_id", &bad);
+        s->workspace_id = bad ? NULL : api_str_field(e, "workspace_id", &bad);
+        s->agent_id = bad ? NULL : api_str_field(e, "agent_id", &bad);
+        s->access_method = bad ? NULL : api_str_field(e, "access_method", &bad);
+        s->slug_or_port = bad ? NULL : api_str_field(e, "slug_or_port", &bad);
+        s->session_id = bad ? NULL : api_str_field(e, "session_id", &bad);
+        const char *start = bad ? NULL : api_str_field(e, "session_started_at", &bad);
+        const char *end = bad ? NULL : api_str_field(e, "session_ended_at", &bad);
+        json_t *req = json_object_get(e, "requests");
+        s->requests = json_integer_value(req);
+        const char *const ids[] = {s->user_id, s->workspace_id, s->agent_id, s->session_id};
+        for (size_t k = 0; k < ARRAY_LEN(ids) && !bad; k++)
+            bad = !ids[k] || !uuid_valid(ids[k]);
+        bad = bad || !s->access_method ||
+              (!str_eq(s->access_method, "path") && !str_eq(s->access_method, "subdomain") &&
+               !str_eq(s->access_method, "terminal")) ||
+              !s->slug_or_port || strlen(s->slug_or_port) > 64 || !json_is_integer(req) ||
+              s->requests < 0 || s->requests > 1000000000 || !start ||
+              time_parse_rfc3339(start, &s->started_at) < 0 || !end ||
+              time_parse_rfc3339(end, &s->ended_at) < 0 || s->ended_at < s->started_at;
+        if (bad)
+            why = xasprintf("stats[%zu] needs user_id, workspace_id, agent_id and session_id "
+                            "(UUIDs), access_method path, subdomain or terminal, slug_or_port, "
+                            "session_started_at <= session_ended_at (RFC 3339) and requests.",
+                            i);
+    }
+    if (why)
+        api_reply_error(c, 400, "Invalid app stats.", why);
+    else if (store_app_stats_report(c->st, v, n) < 0)
+        api_reply_error(c, 500, "Internal error saving app stats.", NULL);
+    else
+        c->ex->status = 204;
+    free(why);
+    free(v);
+    json_decref(j);
 }

@@ -52,6 +52,16 @@ user_by_name_or_id(struct store *st, const char *s, struct store_user *out)
     return store_user_by_username(st, s, out);
 }
 
+/* Access granted is use: last_used_at moves, at most once a minute per workspace (proxies
+ * also report their traffic with app stats). */
+static void
+mark_used(struct api_ctx *c, const struct store_workspace *w)
+{
+    int64_t now = time_now_ms();
+    if (now - w->last_used_at >= 60000)
+        store_workspace_touch(c->st, w->id, now);
+}
+
 /* The agent itself (terminal, port forwarding): its workspace owner's, named by the agent's id. */
 static int
 authorize_agent(struct api_ctx *c, bool signed_in, const char *agent_id, struct app_grant *g)
@@ -74,6 +84,7 @@ authorize_agent(struct api_ctx *c, bool signed_in, const char *agent_id, struct 
         snprintf(g->agent_id, sizeof(g->agent_id), "%s", a.id);
         snprintf(g->workspace_id, sizeof(g->workspace_id), "%s", w.id);
         g->app_url = xstrdup("");
+        mark_used(c, &w);
     }
     store_workspace_fini(&w);
     store_agent_fini(&a);
@@ -135,6 +146,7 @@ apps_authorize(struct api_ctx *c, bool signed_in, enum app_access access, const 
     if (status == 0) {
         snprintf(g->agent_id, sizeof(g->agent_id), "%s", ag->id);
         snprintf(g->workspace_id, sizeof(g->workspace_id), "%s", w.id);
+        mark_used(c, &w);
     } else {
         app_grant_fini(g);
     }

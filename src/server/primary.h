@@ -137,6 +137,7 @@ void api_proxies_crypto_keys(struct api_ctx *c);
 void api_proxies_issue_app_token(struct api_ctx *c);
 void api_proxies_relay(struct api_ctx *c);
 void api_apps_auth_redirect(struct api_ctx *c);
+void api_proxies_app_stats(struct api_ctx *c);
 int api_auth_proxy(struct api_ctx *c);
 
 /* api_workspaces.c */

@@ -45,8 +45,9 @@ struct papp {
     struct http_exchange *ex;
     struct app_request r;
     char agent_id[37];
-    char *target;      /* "host:port" of the app, from the token */
-    int pf_port;       /* a port-forward request: the workspace port */
+    char user_id[37], workspace_id[37]; /* from the token, for app stats */
+    char *target;                       /* "host:port" of the app, from the token */
+    int pf_port;                        /* a port-forward request: the workspace port */
     uint8_t grant[32]; /* port forwarding: SHA-256 of the session and the agent id */
     struct papp *next; /* waiting for the relay link */
 };
@@ -191,6 +192,9 @@ route(struct papp *a)
         papp_free(a);
         return;
     }
+    if (!a->pf_port)
+        wsproxy_stats_record(w, a->user_id, a->workspace_id, a->agent_id,
+                             a->r.access == APP_ACCESS_PATH ? "path" : "subdomain", a->r.slug);
     struct tunnel_conn *tc = w->tunnels ? agent_tunnels_get(w->tunnels, a->agent_id) : NULL;
     if (tc)
         relay_now(a, tunnel_conn_session(tc), NULL);
@@ -238,9 +242,13 @@ token_check(struct papp *a, const char *token)
     const char *app_url = json_string_value(json_object_get(c, "app_url"));
     struct url u;
     ok = ok && agent && strlen(agent) == 36 && app_url && url_parse(app_url, &u) == 0;
+    const char *user = json_string_value(json_object_get(c, "user_id"));
+    const char *ws = json_string_value(json_object_get(c, "workspace_id"));
     if (ok) {
         if (str_eq(u.scheme, "http")) {
             snprintf(a->agent_id, sizeof(a->agent_id), "%s", agent);
+            snprintf(a->user_id, sizeof(a->user_id), "%s", user ? user : "");
+            snprintf(a->workspace_id, sizeof(a->workspace_id), "%s", ws ? ws : "");
             free(a->target);
             a->target = url_host_port(&u);
         } else {

@@ -29,6 +29,7 @@ on_closed_all(void *arg)
 {
     struct wsproxy *w = arg;
     http_client_close(w->client);
+    wsproxy_stats_close(w);
     uv_close((uv_handle_t *)&w->register_timer, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
@@ -56,6 +57,7 @@ wsproxy_stop(struct wsproxy *w, int code, const char *why)
     agent_tunnels_close(w->tunnels); /* GOAWAY: agents move to other regions */
     w->tunnels = NULL;
     wsproxy_apps_close(w);
+    wsproxy_stats_stop(w);
     wsproxy_deregister(w, after_deregister);
 }
 
@@ -211,6 +213,14 @@ proxy_table(struct wsproxy_opts *o, struct conf_opt *t)
          .help = "How often the proxy re-registers with the primary; after 10 failures in a "
                  "row it exits. Three missed re-registers make the primary show it unreachable.",
          .hidden = true},
+        {.flag = "proxy-app-stats-interval",
+         .env = "CODER_PROXY_APP_STATS_INTERVAL",
+         .group = "External Workspace Proxy",
+         .def = "30s",
+         .type = CONF_DURATION,
+         .dest = &o->app_stats_ms,
+         .help = "How often the proxy reports app usage to the primary (and at shutdown).",
+         .hidden = true},
     };
     memcpy(t + n, own, sizeof(own));
     return n + ARRAY_LEN(own);
@@ -221,6 +231,10 @@ static int
 validate(struct wsproxy *w, char **err)
 {
     struct wsproxy_opts *o = w->o;
+    if (o->app_stats_ms < 100 || o->app_stats_ms > 3600000) {
+        *err = xstrdup("--proxy-app-stats-interval must be between 100ms and 1h0m0s");
+        return -1;
+    }
     if (o->reregister_ms < 100 || o->reregister_ms > 60000) {
         *err = xstrdup("--proxy-reregister-interval must be between 100ms and 1m0s");
         return -1;
@@ -312,6 +326,7 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     if (wsproxy_register_first(w, err) < 0)
         return -1;
     wsproxy_register_start(w);
+    wsproxy_stats_start(w, o->app_stats_ms);
     uv_signal_start(&w->sigint, on_signal, SIGINT);
     uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     return 0;
@@ -339,7 +354,7 @@ wsproxy_main(int argc, char **argv)
 {
     struct wsproxy_opts o = {0};
     struct global_opts g = {0};
-    struct conf_opt own[SERVEROPTS_COUNT + 20];
+    struct conf_opt own[SERVEROPTS_COUNT + 32];
     size_t n = proxy_table(&o, own), nall;
     struct conf_opt *all = global_opts_append(own, n, &g, &nall);
     struct conf_cmd cmd = {.usage = "coder wsproxy server [flags]",

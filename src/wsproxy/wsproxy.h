@@ -16,6 +16,7 @@ struct apphost_pattern;
 struct tunnel_conn;
 struct tls_ctx;
 struct relay_link;
+struct wsproxy_stats;
 
 /* The crypto-key features a proxy checks with (keys.c). */
 enum wsproxy_keys {
@@ -45,6 +46,7 @@ struct wsproxy_opts {
     bool trace_logs;
     char *trace_honeycomb_api_key;
     int64_t reregister_ms; /* hidden; 5 s as Coder's, shorter in tests */
+    int64_t app_stats_ms;  /* hidden; 30 s as Coder's, shorter in tests */
 };
 
 struct wsproxy {
@@ -75,6 +77,7 @@ struct wsproxy {
     char *own_host;                      /* the access URL's host[:port] */
     struct tls_ctx *tls;                 /* for the relay link to an https primary */
     struct relay_link *link;             /* the relay link to the primary (apps.c) */
+    struct wsproxy_stats *stats;         /* app usage waiting to be reported (stats.c) */
 };
 
 /* register.c */
@@ -123,6 +126,16 @@ void wsproxy_apps_fini(struct wsproxy *w);
 
 /* routes.c */
 void wsproxy_handle(struct http_exchange *ex, void *arg);
+
+/* stats.c */
+void wsproxy_stats_start(struct wsproxy *w, int64_t interval_ms);
+/* Counts one relayed app request (ids are UUIDs; method "path", "subdomain" or "terminal"). */
+void wsproxy_stats_record(struct wsproxy *w, const char *user_id, const char *workspace_id,
+                          const char *agent_id, const char *method, const char *slug);
+/* At shutdown: stops the timer and sends what is pending. */
+void wsproxy_stats_stop(struct wsproxy *w);
+/* Closes the timer; the collector is freed once libuv let go of it. */
+void wsproxy_stats_close(struct wsproxy *w);
 
 /* wsproxy.c */
 /* Stops the proxy: deregister, drain, exit with code (and why, logged). */

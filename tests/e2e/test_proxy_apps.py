@@ -37,7 +37,8 @@ def _sign(secret_hex, kid, claims):
 def env(mctx, app_port, ws_port):  # noqa: F811
     stack = mctx.stack(prometheus=True)
     _, ny_token = stack.create_proxy("ny")
-    ny = stack.start_proxy(ny_token, name="ny", tls=False)
+    ny = stack.start_proxy(ny_token, name="ny", tls=False,
+                           extra_env={"CODER_PROXY_APP_STATS_INTERVAL": "300ms"})
     ny.start()
     # "la" announces an access URL nobody listens on: the agent cannot reach it, so requests
     # there go through the relay link to the primary.
@@ -396,3 +397,38 @@ def test_port_forward_through_the_relay_link(env, echo):
         while len(got) < (1 << 20):
             got.extend(s.recv(1 << 16))
         assert bytes(got) == blob[: 1 << 20]
+
+
+def test_app_stats_reach_the_primary(env):
+    import sqlite3
+
+    stack, ny, _, _ = env
+    ws = stack.api.get("/api/v2/users/me/workspace/dev").json()
+    db = sqlite3.connect(f"file:{stack.primary.config_dir}/coder.db?mode=ro", uri=True)
+
+    def requests_seen():
+        row = db.execute("SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM workspace_app_stats "
+                         "WHERE workspace_id = ? AND access_method = 'path' AND "
+                         "slug_or_port = 'site'", (ws["id"],)).fetchone()
+        return row
+
+    before, _ = requests_seen()
+    session = {"Coder-Session-Token": stack.client.token()}
+    for _ in range(5):
+        assert requests.get(path_url(ny), headers=session).status_code == 200
+    wait_for(lambda: requests_seen()[0] >= before + 5, 10, 0.1, "app stats reported")
+    got, rows = requests_seen()
+    assert got == before + 5  # each request counted once, however many reports
+    # Requests within a minute share a session row.
+    time.sleep(0.8)
+    assert requests_seen() == (got, rows)
+    after = stack.api.get("/api/v2/users/me/workspace/dev").json()
+    assert after["last_used_at"] >= ws["last_used_at"]
+    # The primary refuses garbage with one clear answer and stores nothing.
+    _, token = stack.create_proxy("statsbad")
+    r = Api(stack.primary.url, None).post(
+        "/api/v2/workspaceproxies/me/app-stats", headers={"Coder-External-Proxy-Token": token},
+        json={"stats": [{"user_id": "nope"}]})
+    assert r.status_code == 400 and r.json()["message"] == "Invalid app stats."
+    assert requests_seen() == (got, rows)
+    db.close()

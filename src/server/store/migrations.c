@@ -142,6 +142,20 @@ static const struct migration migrations[] = {
                     "  deletes_at BIGINT NOT NULL DEFAULT 0,"
                     "  PRIMARY KEY (feature, sequence)"
                     ");"},
+    /* App usage reported by regions (CODER-COMPAT §2.8): one row per app session, merged when
+     * a session is reported again (Coder's unique (agent_id, session_id)). */
+    {"workspace_app_stats", "CREATE TABLE workspace_app_stats ("
+                            "  user_id TEXT NOT NULL,"
+                            "  workspace_id TEXT NOT NULL,"
+                            "  agent_id TEXT NOT NULL,"
+                            "  access_method TEXT NOT NULL,"
+                            "  slug_or_port TEXT NOT NULL,"
+                            "  session_id TEXT NOT NULL,"
+                            "  session_started_at BIGINT NOT NULL,"
+                            "  session_ended_at BIGINT NOT NULL,"
+                            "  requests BIGINT NOT NULL,"
+                            "  PRIMARY KEY (agent_id, session_id)"
+                            ");"},
 };
 
 int64_t

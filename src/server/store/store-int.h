@@ -62,6 +62,7 @@ enum store_stmt {
     STMT_APP_LIST,
     STMT_CRYPTO_KEY_INSERT,
     STMT_CRYPTO_KEY_LIST,
+    STMT_APP_STAT_UPSERT,
     STMT_COUNT
 };
 

@@ -167,6 +167,14 @@ static const struct store_query queries[STMT_COUNT] = {
       "WHERE feature = $1 AND (deletes_at = 0 OR deletes_at > $2) ORDER BY sequence"),
     Q(STMT_APP_LIST, "app_list",
       "SELECT " APP_COLS " FROM workspace_apps WHERE agent_id = $1 ORDER BY slug"),
+    Q(STMT_APP_STAT_UPSERT, "app_stat_upsert",
+      "INSERT INTO workspace_app_stats (user_id, workspace_id, agent_id, access_method, "
+      "slug_or_port, session_id, session_started_at, session_ended_at, requests) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (agent_id, session_id) DO UPDATE "
+      "SET session_ended_at = CASE WHEN excluded.session_ended_at > "
+      "workspace_app_stats.session_ended_at THEN excluded.session_ended_at ELSE "
+      "workspace_app_stats.session_ended_at END, requests = CASE WHEN excluded.requests > "
+      "workspace_app_stats.requests THEN excluded.requests ELSE workspace_app_stats.requests END"),
 };
 
 const struct store_query *
@@ -1232,4 +1240,24 @@ store_crypto_key_list(struct store *s, const char *feature, int64_t now,
     *out = f.out;
     *n = f.n;
     return 0;
+}
+
+int
+store_app_stats_report(struct store *s, const struct store_app_stat *v, size_t n)
+{
+    int rc = store_begin(s);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct store_arg args[] = {
+            ARG_TEXT(v[i].user_id),       ARG_TEXT(v[i].workspace_id), ARG_TEXT(v[i].agent_id),
+            ARG_TEXT(v[i].access_method), ARG_TEXT(v[i].slug_or_port), ARG_TEXT(v[i].session_id),
+            ARG_INT(v[i].started_at),     ARG_INT(v[i].ended_at),      ARG_INT(v[i].requests)};
+        rc = run(s, STMT_APP_STAT_UPSERT, args, ARRAY_LEN(args), NULL, NULL, NULL);
+        if (rc == 0)
+            rc = store_workspace_touch(s, v[i].workspace_id, v[i].ended_at);
+    }
+    if (rc == 0)
+        return store_commit(s);
+    if (s->in_tx)
+        store_rollback(s);
+    return rc;
 }

@@ -246,4 +246,17 @@ int store_crypto_key_insert(struct store *s, const char *feature, const char *se
 int store_crypto_key_list(struct store *s, const char *feature, int64_t now,
                           struct store_crypto_key **out, size_t *n);
 
+/* App usage from a region (CODER-COMPAT §2.8): one row per app session, times in ms. */
+struct store_app_stat {
+    const char *user_id, *workspace_id, *agent_id;
+    const char *access_method; /* "path" | "subdomain" | "terminal" */
+    const char *slug_or_port;
+    const char *session_id;
+    int64_t started_at, ended_at;
+    int64_t requests;
+};
+/* Stores the reports in one transaction (a session reported again keeps the later end and the
+ * larger count) and moves each workspace's last_used_at forward to the session's end. */
+int store_app_stats_report(struct store *s, const struct store_app_stat *v, size_t n);
+
 #endif
