@@ -13,6 +13,7 @@
 #include "http/apimetrics.h"
 #include "metrics/metrics.h"
 #include "primary.h"
+#include "cryptokeys.h"
 #include "proxyhealth.h"
 #include "apphost/apphost.h"
 #include "apps.h"
@@ -27,6 +28,7 @@
 struct server_opts {
     struct serveropts net;
     int64_t proxy_health_interval;
+    int64_t crypto_key_rotation;
     int64_t session_duration;
     bool disable_session_expiry_refresh;
     char *postgres_url;
@@ -36,6 +38,7 @@ struct server_opts {
 struct server_run {
     struct primary p;
     struct api_metrics *apim;
+    struct cryptokeys *keys;
     uv_signal_t sigint, sigterm;
     int exit_code;
 };
@@ -95,6 +98,8 @@ on_http_closed(void *arg)
     struct server_run *r = arg;
     struct primary *p = &r->p;
     http_client_close(p->client);
+    cryptokeys_stop(r->keys);
+    r->keys = NULL;
     worker_stop(p->worker);
     proxyhealth_stop(p->health);
     uv_close((uv_handle_t *)&r->sigint, NULL);
@@ -151,46 +156,6 @@ on_agent_tunnel(void *arg, const char *agent_id, bool up)
     worker_submit(p->worker, conn_job_run, free, j);
 }
 
-/* Every feature has a key in use: made once, kept in the store (never logged). */
-static int
-ensure_crypto_keys(struct store *st, char **err)
-{
-    static const struct {
-        const char *feature;
-        size_t bytes;
-    } features[] = {
-        {"workspace_apps_token", 64},   /* HS512 */
-        {"workspace_apps_api_key", 32}, /* A256GCMKW */
-        {"agent_tunnel", 64},           /* HS512 tunnel tickets */
-    };
-    int64_t now = time_now_ms();
-    for (size_t i = 0; i < ARRAY_LEN(features); i++) {
-        struct store_crypto_key *v = NULL;
-        size_t n = 0;
-        if (store_crypto_key_list(st, features[i].feature, now, &v, &n) < 0) {
-            *err = xstrdup("read crypto keys from the database");
-            return -1;
-        }
-        bool usable = false;
-        for (size_t k = 0; k < n; k++)
-            usable |= v[k].starts_at <= now;
-        store_crypto_keys_free(v, n);
-        if (usable)
-            continue;
-        char *secret = rand_hex(features[i].bytes * 2);
-        int64_t seq = 0;
-        int rc = store_crypto_key_insert(st, features[i].feature, secret, now, &seq);
-        OPENSSL_cleanse(secret, strlen(secret));
-        free(secret);
-        if (rc < 0) {
-            *err = xstrdup("store a new crypto key in the database");
-            return -1;
-        }
-        log_info("server: created %s key %lld", features[i].feature, (long long)seq);
-    }
-    return 0;
-}
-
 static int
 server_start(struct server_run *r, struct server_opts *o, const char *config_dir, char **err)
 {
@@ -216,7 +181,8 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
         store_close(st);
         return -1;
     }
-    if (ensure_crypto_keys(st, err) < 0) {
+    if (cryptokeys_rotate(st, time_now_ms(), o->crypto_key_rotation) < 0) {
+        *err = xstrdup("set up crypto keys in the database");
         store_close(st);
         return -1;
     }
@@ -228,6 +194,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     r->apim = api_metrics_new(p->metrics);
     p->client = http_client_new(p->loop);
     p->health = proxyhealth_new(p);
+    r->keys = cryptokeys_start(p, o->crypto_key_rotation);
     p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
     struct http_server_opts hopts = {
         .handler = handle, .arg = r, .on_done = on_done, .stream = stream_match};
@@ -299,7 +266,7 @@ server_main(int argc, char **argv)
 {
     struct server_opts o = {0};
     struct global_opts g = {0};
-    struct conf_opt own[SERVEROPTS_COUNT + 8];
+    struct conf_opt own[SERVEROPTS_COUNT + 16];
     size_t n = serveropts_table(&o.net, own);
     const struct conf_opt extra[] = {
         {.flag = "proxy-health-interval",
@@ -311,6 +278,14 @@ server_main(int argc, char **argv)
          .dest = &o.proxy_health_interval,
          .help = "The interval in which coderd should be checking the status of workspace "
                  "proxies."},
+        {.flag = "crypto-key-rotation-interval",
+         .env = "CODER_CRYPTO_KEY_ROTATION_INTERVAL",
+         .group = "Networking / HTTP",
+         .def = "720h0m0s",
+         .type = CONF_DURATION,
+         .dest = &o.crypto_key_rotation,
+         .help = "How long a signing or encryption key is used before a new one replaces it.",
+         .hidden = true},
         {.flag = "session-duration",
          .env = "CODER_SESSION_DURATION",
          .yaml = "networking.http.sessionDuration",
@@ -365,6 +340,11 @@ server_main(int argc, char **argv)
     if (serveropts_validate(&o.net, &err) < 0 ||
         serveropts_log_setup(&o.net, g.verbose, &err) < 0) {
         serveropts_fini(&o.net); /* what validate made before the failure */
+        goto fail;
+    }
+    if (o.crypto_key_rotation < 1000) {
+        err = xstrdup("--crypto-key-rotation-interval must be at least 1s");
+        serveropts_fini(&o.net);
         goto fail;
     }
     if (o.proxy_health_interval < 100) {

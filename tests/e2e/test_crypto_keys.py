@@ -157,3 +157,64 @@ def test_issue_signed_app_token(ctx):
     r = proxy.post("/api/v2/workspaceproxies/me/issue-signed-app-token",
                    json={"app_request": {"access_method": "terminal"}}, headers=hdr)
     assert r.status_code == 400
+
+
+def test_keys_rotate_and_proxies_follow(ctx):
+    """With a 1 s rotation interval: new keys appear, the replaced ones stay readable for a
+    while (deletes_at set), and a proxy verifies tokens signed with a key it has never seen by
+    fetching it (an unknown kid), while a token from before the rotation still works."""
+    import base64
+    import json
+    import time
+
+    import requests
+
+    from harness import OWNER_USERNAME, free_port, wait_for
+    from test_apps import AppHandler
+    import http.server
+    import threading
+
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        stack = ctx.stack(extra_args=["--crypto-key-rotation-interval", "1s"])
+        _, token = stack.create_proxy("rot")
+        proxy = stack.start_proxy(token, name="rot", tls=False).start()
+        r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{port}")
+        assert r.rc == 0, r
+        agent_token = r.stdout.split("Agent token: ", 1)[1].split()[0]
+        agent = ctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
+                                                 "CODER_AGENT_TOKEN": agent_token})
+        agent.start()
+        wait_for(lambda: "(rot)" in agent.stderr(), 20, 0.1, "agent tunnel to the proxy")
+        url = f"{proxy.http_url}/@{OWNER_USERNAME}/dev/apps/site/"
+        session = {"Coder-Session-Token": stack.client.token()}
+
+        def kid_of(resp):
+            tok = resp.cookies["coder_signed_app_token"]
+            head = tok.split(".")[0]
+            return int(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]), tok
+
+        r = requests.get(url, headers=session)
+        assert r.status_code == 200, r.text
+        kid1, tok1 = kid_of(r)
+
+        def rotated():
+            keys = _keys(stack, token, "workspace_apps_token").json()["crypto_keys"]
+            return max(k["sequence"] for k in keys) > kid1 + 1 and keys
+
+        keys = wait_for(rotated, 10, 0.2, "two rotations")
+        old = next(k for k in keys if k["sequence"] == kid1)
+        assert old["deletes_at"] != "0001-01-01T00:00:00Z"  # retired, still readable
+        r = requests.get(url, headers=session)
+        assert r.status_code == 200, r.text
+        kid2, _ = kid_of(r)
+        assert kid2 > kid1 + 1
+        # The token from before the rotations still opens the app (within its minute).
+        r = requests.get(url, cookies={"coder_signed_app_token": tok1})
+        assert r.status_code == 200, r.text
+        assert "rotated to workspace_apps_token key" in stack.primary.proc.stderr()
+    finally:
+        srv.shutdown()
+        srv.server_close()

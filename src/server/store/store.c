@@ -162,6 +162,9 @@ static const struct store_query queries[STMT_COUNT] = {
       "INSERT INTO crypto_keys (feature, sequence, secret, starts_at, deletes_at) "
       "SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, 0 FROM crypto_keys WHERE feature = $1 "
       "RETURNING sequence"),
+    Q(STMT_CRYPTO_KEY_RETIRE, "crypto_key_retire",
+      "UPDATE crypto_keys SET deletes_at = $3 WHERE feature = $1 AND sequence < $2 AND "
+      "deletes_at = 0"),
     Q(STMT_CRYPTO_KEY_LIST, "crypto_key_list",
       "SELECT feature, sequence, secret, starts_at, deletes_at FROM crypto_keys "
       "WHERE feature = $1 AND (deletes_at = 0 OR deletes_at > $2) ORDER BY sequence"),
@@ -1260,4 +1263,12 @@ store_app_stats_report(struct store *s, const struct store_app_stat *v, size_t n
     if (s->in_tx)
         store_rollback(s);
     return rc;
+}
+
+int
+store_crypto_key_retire(struct store *s, const char *feature, int64_t before_sequence,
+                        int64_t deletes_at)
+{
+    struct store_arg args[] = {ARG_TEXT(feature), ARG_INT(before_sequence), ARG_INT(deletes_at)};
+    return run(s, STMT_CRYPTO_KEY_RETIRE, args, ARRAY_LEN(args), NULL, NULL, NULL);
 }

@@ -243,6 +243,10 @@ void store_crypto_key_fini(struct store_crypto_key *k);
 void store_crypto_keys_free(struct store_crypto_key *v, size_t n);
 int store_crypto_key_insert(struct store *s, const char *feature, const char *secret_hex,
                             int64_t starts_at, int64_t *sequence);
+/* Schedules the deletion of the feature's keys older than before_sequence (those not yet
+ * scheduled). */
+int store_crypto_key_retire(struct store *s, const char *feature, int64_t before_sequence,
+                            int64_t deletes_at);
 int store_crypto_key_list(struct store *s, const char *feature, int64_t now,
                           struct store_crypto_key **out, size_t *n);
 
