@@ -199,3 +199,22 @@ def test_proxy_refuses_tunnels_without_a_valid_ticket(ctx):
     status, data = _raw_upgrade(port, {"Coder-Tunnel-Ticket": tickets["ny"]})
     assert status == 101, data
     assert b"Upgrade: coder-tunnel" in data
+
+
+def test_a_full_region_refuses_more_tunnels(ctx):
+    """--max-agent-tunnels 1: a second agent hears 429 and keeps trying; once the first leaves,
+    the second gets in."""
+    stack = ctx.stack(extra_args=["--max-agent-tunnels", "1"])
+    one = _agent(stack, _create(stack, "one"), "agent-one")
+    one.start()
+    wait_for(lambda: _agent_status(stack, "one") == "connected", 10, 0.1, "first agent")
+    two = _agent(stack, _create(stack, "two"), "agent-two")
+    two.start()
+    wait_for(lambda: "status 429: Too many tunnels." in two.stderr(), 10, 0.1, "429")
+    assert _agent_status(stack, "two") == "connecting"
+    assert one.stop() == 0
+    wait_for(lambda: _agent_status(stack, "two") == "connected", 40, 0.2, "second agent in")
+    r = ctx.run(["server", "--max-agent-tunnels", "0"])
+    assert r.rc != 0
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: --max-agent-tunnels must be between 1 and 1000000")

@@ -208,6 +208,15 @@ serveropts_table(struct serveropts *o, struct conf_opt *out)
          .type = CONF_BOOL,
          .dest = &o->secure_auth_cookie,
          .help = "Controls if the 'Secure' property is set on browser session cookies."},
+        {.flag = "max-agent-tunnels",
+         .env = "CODER_MAX_AGENT_TUNNELS",
+         .yaml = "networking.maxAgentTunnels",
+         .group = "Networking",
+         .def = "10000",
+         .type = CONF_INT,
+         .dest = &o->max_agent_tunnels,
+         .help = "How many workspace agents may hold a tunnel to this region at once; more are "
+                 "refused with 429 and try another region or later (docs/TUNNEL.md §6)."},
         {.flag = "samesite-auth-cookie",
          .env = "CODER_SAMESITE_AUTH_COOKIE",
          .yaml = "networking.sameSiteAuthCookie",
@@ -232,6 +241,10 @@ serveropts_table(struct serveropts *o, struct conf_opt *out)
 int
 serveropts_validate(struct serveropts *o, char **err)
 {
+    if (o->max_agent_tunnels < 1 || o->max_agent_tunnels > 1000000) {
+        *err = xstrdup("--max-agent-tunnels must be between 1 and 1000000");
+        return -1;
+    }
     if (o->access_url && *o->access_url) {
         struct url u;
         if (url_parse(o->access_url, &u) < 0 ||

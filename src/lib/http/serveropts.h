@@ -34,6 +34,7 @@ struct serveropts {
     struct conf_strv proxy_trusted_origins;
     bool secure_auth_cookie;
     char *samesite_auth_cookie;
+    int64_t max_agent_tunnels;
     char *config_path;
     /* Filled by serveropts_listen: */
     struct tls_ctx *tls;
@@ -44,7 +45,7 @@ struct serveropts {
 
 /* Appends the shared option declarations (bound to o) to out, which must have room for
  * SERVEROPTS_COUNT entries. Returns the number appended. */
-#define SERVEROPTS_COUNT 26
+#define SERVEROPTS_COUNT 27
 size_t serveropts_table(struct serveropts *o, struct conf_opt *out);
 /* Validates the parsed values (access URL, wildcard, TLS settings). Returns 0 or -1 with *err. */
 int serveropts_validate(struct serveropts *o, char **err);

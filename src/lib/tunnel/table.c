@@ -25,6 +25,7 @@ struct agent_tunnels {
     void *arg;
     struct held *list;
     size_t n;
+    size_t limit; /* agent tunnels held at most (0 = no limit) */
     bool closing;
 };
 
@@ -140,6 +141,13 @@ static const struct tunnel_conn_cbs relay_cbs = {on_relay_request, NULL, on_tunn
 static int
 hold(struct agent_tunnels *at, struct http_exchange *ex, const char *id, bool relay)
 {
+    if (!relay && at->limit && !find(at, id) && agent_tunnels_count(at) >= at->limit) {
+        /* Before the upgrade: the agent hears 429 and tries again later (TUNNEL.md §6). */
+        http_reply_error(ex, 429, "Too many tunnels.",
+                         "This region holds as many agent tunnels as it is configured for "
+                         "(--max-agent-tunnels).");
+        return -1;
+    }
     http_exchange_header(ex, "Upgrade", "coder-tunnel");
     http_exchange_header(ex, "Coder-Tunnel-Version", "1");
     struct buf early;
@@ -203,6 +211,12 @@ agent_tunnels_drop(struct agent_tunnels *at, const char *agent_id)
     struct held *h = find(at, agent_id);
     if (h)
         tunnel_conn_close(h->tc); /* on_tunnel_close records the disconnect */
+}
+
+void
+agent_tunnels_set_limit(struct agent_tunnels *at, size_t limit)
+{
+    at->limit = limit;
 }
 
 size_t

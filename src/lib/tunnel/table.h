@@ -31,6 +31,9 @@ int agent_tunnels_accept_relay(struct agent_tunnels *at, struct http_exchange *e
 /* The agent's live tunnel, or NULL. */
 struct tunnel_conn *agent_tunnels_get(struct agent_tunnels *at, const char *agent_id);
 size_t agent_tunnels_count(const struct agent_tunnels *at);
+/* At most limit agent tunnels (0 = no limit): one more is refused with 429 before the upgrade;
+ * an agent replacing its own tunnel always may. */
+void agent_tunnels_set_limit(struct agent_tunnels *at, size_t limit);
 /* Closes the agent's tunnel, if held (its workspace was deleted). */
 void agent_tunnels_drop(struct agent_tunnels *at, const char *agent_id);
 /* Closes every tunnel (GOAWAY); the table frees itself once they are gone. */
