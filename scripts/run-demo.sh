@@ -106,6 +106,19 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+# The demo app through each region, as a user would open it (the session from the CLI's login).
+SESSION=$(cat "$CODER_CONFIG_DIR/session")
+app_check() {
+    for _ in $(seq 1 50); do
+        curl -fsS --cacert "$STATE/ca.pem" -H "Coder-Session-Token: $SESSION" "$1" 2>/dev/null |
+            grep -q "Hello from the demo workspace" && { echo ok; return; }
+        sleep 0.2
+    done
+    echo "NOT REACHABLE (see the logs)"
+}
+via_primary=$(app_check "http://$PRIMARY_ADDR/@$USERNAME/demo/apps/site/")
+via_proxy=$(app_check "https://$PROXY_TLS/@$USERNAME/demo/apps/site/")
+
 cat <<MSG
 
 Coder is running on loopback (state in $STATE):
@@ -115,6 +128,15 @@ Coder is running on loopback (state in $STATE):
   Owner login:              $EMAIL / $PASSWORD   (username: $USERNAME)
   Demo workspace:           admin/demo, agent "main", app "site" -> http://$APP_ADDR
   CLI:                      export CODER_CONFIG_DIR=$STATE/client; $BIN wsproxy ls; $BIN list
+
+  The demo app through the primary ($via_primary):
+    http://$PRIMARY_ADDR/@$USERNAME/demo/apps/site/
+  and through the newyork proxy ($via_proxy), straight over the agent's tunnel to it:
+    https://$PROXY_TLS/@$USERNAME/demo/apps/site/
+  e.g. curl --cacert $STATE/ca.pem -H "Coder-Session-Token: \$(cat $STATE/client/session)" \\
+         https://$PROXY_TLS/@$USERNAME/demo/apps/site/
+  Port forwarding (fastest region):
+    SSL_CERT_FILE=$STATE/ca.pem CODER_CONFIG_DIR=$STATE/client $BIN port-forward demo --tcp 8080:${APP_ADDR#*:}
 
 MSG
 "$BIN" wsproxy ls
