@@ -432,3 +432,34 @@ def test_app_stats_reach_the_primary(env):
     assert r.status_code == 400 and r.json()["message"] == "Invalid app stats."
     assert requests_seen() == (got, rows)
     db.close()
+
+
+def test_the_handoff_with_curl_and_a_cookie_jar(env, tmp_path):
+    """The whole browser flow with a real client following redirects: curl with a cookie jar
+    that holds only the primary's session cookie (as a browser signed in at the dashboard)
+    opens a subdomain app on a proxy's wildcard, resolved with --resolve."""
+    import subprocess
+
+    stack, ny, _, _ = env
+    sub = f"sub--dev--{OWNER_USERNAME}.ny.localhost"
+    jar = tmp_path / "jar"
+    # A Netscape cookie file: the dashboard session, for the primary's host only.
+    jar.write_text("# Netscape HTTP Cookie File\n"
+                   f"127.0.0.1\tFALSE\t/\tFALSE\t0\tcoder_session_token\t{stack.client.token()}\n")
+    url = f"http://{sub}:{ny.http_port}/headers?from=curl"
+    r = subprocess.run(["curl", "-sS", "-L", "--max-redirs", "5", "-b", str(jar), "-c", str(jar),
+                        "--resolve", f"{sub}:{ny.http_port}:127.0.0.1", "-w",
+                        "\\n%{http_code} %{num_redirects} %{url_effective}", url],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    body, _, tail = r.stdout.rpartition("\n")
+    code, redirects, effective = tail.split(" ")
+    assert code == "200", r.stdout
+    assert redirects == "3"  # to auth-redirect, back with the key, to the clean URL
+    assert effective == url
+    assert json.loads(body)["path"] == "/headers?from=curl"
+    cookies = jar.read_text()
+    assert ".ny.localhost\tTRUE\t/\tFALSE\t0\tcoder_subdomain_app_session_token_" in cookies
+    assert "coder_signed_app_token" in cookies
+    # The app never saw a Coder credential.
+    assert "coder_" not in json.dumps(json.loads(body)["headers"]).lower()
