@@ -197,8 +197,11 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     r->keys = cryptokeys_start(p, o->crypto_key_rotation);
     p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
     agent_tunnels_set_limit(p->tunnels, (size_t)o->net.max_agent_tunnels);
-    struct http_server_opts hopts = {
-        .handler = handle, .arg = r, .on_done = on_done, .stream = stream_match};
+    struct http_server_opts hopts = {.handler = handle,
+                                     .arg = r,
+                                     .on_done = on_done,
+                                     .stream = stream_match,
+                                     .realip = o->net.realip};
     p->http = http_server_new(p->loop, &hopts);
     if (serveropts_listen(&o->net, p->http, err) < 0)
         return -1;

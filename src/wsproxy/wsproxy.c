@@ -302,8 +302,11 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     w->client = http_client_new(w->loop);
     w->tunnels = agent_tunnels_new(w->loop, NULL, NULL);
     agent_tunnels_set_limit(w->tunnels, (size_t)o->net.max_agent_tunnels);
-    struct http_server_opts hopts = {
-        .handler = wsproxy_handle, .arg = w, .on_done = on_done, .stream = wsproxy_apps_match};
+    struct http_server_opts hopts = {.handler = wsproxy_handle,
+                                     .arg = w,
+                                     .on_done = on_done,
+                                     .stream = wsproxy_apps_match,
+                                     .realip = o->net.realip};
     w->http = http_server_new(w->loop, &hopts);
     uv_signal_init(w->loop, &w->sigint);
     uv_signal_init(w->loop, &w->sigterm);

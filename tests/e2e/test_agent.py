@@ -218,3 +218,17 @@ def test_a_full_region_refuses_more_tunnels(ctx):
     assert r.rc != 0
     assert r.stderr.strip().splitlines()[-1] == (
         "error: --max-agent-tunnels must be between 1 and 1000000")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--proxy-trusted-origins", "10.0.0.1", "--proxy-trusted-headers", "X-Forwarded-For"],
+     "error: parse proxy trusted origins: invalid CIDR address: 10.0.0.1"),
+    (["--max-agent-tunnels", "-1"], "error: --max-agent-tunnels must be between 1 and 1000000"),
+])
+def test_region_options_are_checked(ctx, args, message):
+    """Both regions take these options; a bad value is one line and a non-zero exit."""
+    r = ctx.run(["server", *args])
+    assert r.rc != 0 and r.stderr.strip().splitlines()[-1] == message
+    r = ctx.run(["wsproxy", "server", "--primary-access-url", "http://127.0.0.1:1",
+                 "--proxy-session-token", "x", *args])
+    assert r.rc != 0 and r.stderr.strip().splitlines()[-1] == message

@@ -44,7 +44,9 @@ def env(mctx, app_port, ws_port):  # noqa: F811
     # there go through the relay link to the primary.
     _, la_token = stack.create_proxy("la")
     la = stack.start_proxy(la_token, name="la", tls=False,
-                           access_url=f"http://127.0.0.1:{free_port()}")
+                           access_url=f"http://127.0.0.1:{free_port()}",
+                           extra_env={"CODER_PROXY_TRUSTED_HEADERS": "X-Forwarded-For",
+                                      "CODER_PROXY_TRUSTED_ORIGINS": "127.0.0.0/8"})
     la.start()
     stack.wait_status("ny", "ok")
     r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
@@ -226,6 +228,16 @@ def test_what_the_app_sees_at_a_proxy(env):
     assert h["x-forwarded-for"] == "127.0.0.1"
     assert h["x-forwarded-host"] == f"127.0.0.1:{ny.http_port}"
     assert "coder-session-token" not in h
+    # la trusts X-Forwarded-For from loopback (--proxy-trusted-*): the client it names is what
+    # the app sees; an address that is not one is ignored.
+    stack_, _, la, _ = env
+    for sent, seen in (("203.0.113.7, 127.0.0.1", "203.0.113.7"), ("evil", "127.0.0.1")):
+        r = requests.get(path_url(la, "headers"),
+                         headers={"Coder-Session-Token": stack.client.token(),
+                                  "X-Forwarded-For": sent})
+        assert r.status_code == 200, r.text
+        h = {k.lower(): v for k, v in r.json()["headers"].items()}
+        assert h["x-forwarded-for"] == seen
 
 
 def test_redirect_targets_cannot_leave(env):

@@ -1,4 +1,5 @@
 #include "http/server.h"
+#include "http/realip.h"
 #include "net/stream.h"
 #include "base/log.h"
 #include "base/timeutil.h"
@@ -577,6 +578,7 @@ on_headers_complete(llhttp_t *p)
         ex->req.path = xstrdup(ex->req.target);
         ex->req.query = xstrdup("");
     }
+    realip_apply(c->srv->o.realip, &ex->req);
     if (c->srv->o.stream && c->srv->o.stream(ex, c->srv->o.arg)) {
         /* The handler takes it from here: dispatch now, body as it arrives. */
         ex->streaming = true;

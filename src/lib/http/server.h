@@ -36,6 +36,7 @@ struct http_request {
 
 struct http_exchange;
 struct http_server;
+struct realip;
 
 /* Handles one request. Must eventually call http_exchange_finish (now or later, on the loop). */
 typedef void (*http_handler_fn)(struct http_exchange *ex, void *arg);
@@ -92,13 +93,14 @@ struct http_server_opts {
     http_handler_fn handler;
     void *arg;
     http_done_fn on_done;
-    size_t max_body;           /* 0 = 1 MiB; larger bodies get 413 */
-    size_t max_header_bytes;   /* 0 = 64 KiB (request line + headers); larger gets 431 */
-    size_t max_headers;        /* 0 = 100 headers; more gets 431 */
-    int64_t header_timeout_ms; /* 0 = 10 s to receive a whole request head */
-    int64_t idle_timeout_ms;   /* 0 = 60 s between requests on a keep-alive connection */
-    size_t max_conns;          /* 0 = 10000; over it new connections are closed at once */
-    http_stream_fn stream;     /* NULL: every request is buffered */
+    size_t max_body;             /* 0 = 1 MiB; larger bodies get 413 */
+    size_t max_header_bytes;     /* 0 = 64 KiB (request line + headers); larger gets 431 */
+    size_t max_headers;          /* 0 = 100 headers; more gets 431 */
+    int64_t header_timeout_ms;   /* 0 = 10 s to receive a whole request head */
+    int64_t idle_timeout_ms;     /* 0 = 60 s between requests on a keep-alive connection */
+    size_t max_conns;            /* 0 = 10000; over it new connections are closed at once */
+    http_stream_fn stream;       /* NULL: every request is buffered */
+    const struct realip *realip; /* trusted forwarding headers (realip.h), or NULL */
 };
 
 /* Creates a server on loop. The opts are copied. */

@@ -1,4 +1,5 @@
 #include "http/serveropts.h"
+#include "http/realip.h"
 #include "apphost/apphost.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -245,6 +246,9 @@ serveropts_validate(struct serveropts *o, char **err)
         *err = xstrdup("--max-agent-tunnels must be between 1 and 1000000");
         return -1;
     }
+    o->realip = realip_new(&o->proxy_trusted_headers, &o->proxy_trusted_origins, err);
+    if (*err)
+        return -1;
     if (o->access_url && *o->access_url) {
         struct url u;
         if (url_parse(o->access_url, &u) < 0 ||
@@ -362,6 +366,8 @@ serveropts_fini(struct serveropts *o)
 {
     tls_ctx_free(o->tls);
     o->tls = NULL;
+    realip_free(o->realip);
+    o->realip = NULL;
     free(o->http_url);
     free(o->tls_url);
     free(o->hsts_header_options);

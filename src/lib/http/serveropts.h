@@ -36,6 +36,7 @@ struct serveropts {
     char *samesite_auth_cookie;
     int64_t max_agent_tunnels;
     char *config_path;
+    struct realip *realip; /* from proxy_trusted_*, by serveropts_validate (NULL: none) */
     /* Filled by serveropts_listen: */
     struct tls_ctx *tls;
     char *http_url;            /* "http://127.0.0.1:3000" or NULL */
