@@ -311,10 +311,6 @@ resolve_done(void *arg)
     if (url_parse(a->g.app_url, &u) < 0) {
         app_fail_page(ex, 502, "Failed to proxy request to application.",
                       "The application's URL is not valid.");
-    } else if (str_eq(u.scheme, "https")) {
-        app_fail_page(ex, 400, "HTTPS upstreams are not supported yet.",
-                      "Use the port without the \"s\" suffix for a plain HTTP app.");
-        url_free(&u);
     } else if (!tc) {
         app_fail_page(ex, 502, "Agent is not connected.",
                       "The workspace agent has no tunnel to this region; check that it is "
@@ -322,7 +318,8 @@ resolve_done(void *arg)
         url_free(&u);
     } else {
         char *target = url_host_port(&u);
-        app_relay(ex, tunnel_conn_session(tc), NULL, target, a->r.rest);
+        app_relay(ex, tunnel_conn_session(tc), NULL, target, a->r.rest,
+                  str_eq(u.scheme, "https") ? p->app_tls : NULL);
         free(target);
         url_free(&u);
     }

@@ -18,6 +18,7 @@ struct proxyhealth;
 struct worker;
 struct http_client;
 struct agent_tunnels;
+struct tls_ctx;
 
 struct primary_config {
     char *access_url;          /* normalised, no trailing slash */
@@ -42,6 +43,7 @@ struct primary {
     struct http_client *client;
     struct agent_tunnels *tunnels;       /* agents' tunnels to this region */
     struct apphost_pattern *app_pattern; /* the wildcard for subdomain apps, or NULL */
+    struct tls_ctx *app_tls;             /* to https apps in workspaces (not verifying) */
     char deployment_id[37];
     bool stopping;
 };

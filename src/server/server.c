@@ -14,6 +14,7 @@
 #include "metrics/metrics.h"
 #include "primary.h"
 #include "cryptokeys.h"
+#include "net/tls.h"
 #include "proxyhealth.h"
 #include "apphost/apphost.h"
 #include "apps.h"
@@ -211,6 +212,10 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     p->cfg.wildcard_access_url =
         xstrdup(o->net.wildcard_access_url ? o->net.wildcard_access_url : "");
     str_lower(p->cfg.wildcard_access_url);
+    struct tls_client_opts app_to = {.no_verify = true};
+    p->app_tls = tls_ctx_new_client(&app_to, err);
+    if (!p->app_tls)
+        return -1;
     if (p->cfg.wildcard_access_url[0]) {
         p->app_pattern = xcalloc(1, sizeof(*p->app_pattern));
         if (apphost_pattern_compile(p->cfg.wildcard_access_url, p->app_pattern, NULL) < 0) {
@@ -257,6 +262,9 @@ primary_free(struct server_run *r)
     metrics_registry_free(p->metrics);
     free(p->cfg.access_url);
     free(p->cfg.wildcard_access_url);
+    if (p->app_tls)
+        tls_ctx_free(p->app_tls);
+    p->app_tls = NULL;
     if (p->app_pattern) {
         apphost_pattern_free(p->app_pattern);
         free(p->app_pattern);

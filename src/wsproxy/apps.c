@@ -47,6 +47,7 @@ struct papp {
     char agent_id[37];
     char user_id[37], workspace_id[37]; /* from the token, for app stats */
     char *target;                       /* "host:port" of the app, from the token */
+    bool https;                         /* the app speaks HTTPS */
     int pf_port;                        /* a port-forward request: the workspace port */
     uint8_t grant[32]; /* port forwarding: SHA-256 of the session and the agent id */
     struct papp *next; /* waiting for the relay link */
@@ -178,7 +179,7 @@ relay_now(struct papp *a, struct tunnel *t, const char *via)
     if (a->pf_port)
         app_port_forward(a->ex, t, via, a->pf_port);
     else
-        app_relay(a->ex, t, via, a->target, a->r.rest);
+        app_relay(a->ex, t, via, a->target, a->r.rest, a->https ? a->w->app_tls : NULL);
     papp_free(a);
 }
 
@@ -245,14 +246,15 @@ token_check(struct papp *a, const char *token)
     const char *user = json_string_value(json_object_get(c, "user_id"));
     const char *ws = json_string_value(json_object_get(c, "workspace_id"));
     if (ok) {
-        if (str_eq(u.scheme, "http")) {
+        if (str_eq(u.scheme, "http") || str_eq(u.scheme, "https")) {
+            a->https = str_eq(u.scheme, "https");
             snprintf(a->agent_id, sizeof(a->agent_id), "%s", agent);
             snprintf(a->user_id, sizeof(a->user_id), "%s", user ? user : "");
             snprintf(a->workspace_id, sizeof(a->workspace_id), "%s", ws ? ws : "");
             free(a->target);
             a->target = url_host_port(&u);
         } else {
-            ok = false; /* an https upstream: not relayed yet (answered in issue_done) */
+            ok = false; /* not an app URL we can reach */
         }
         url_free(&u);
     }
@@ -589,9 +591,12 @@ wsproxy_apps_init(struct wsproxy *w, char **err)
         w->own_host = url_authority(&u);
         url_free(&u);
     }
-    struct tls_client_opts to = {0};
+    struct tls_client_opts to = {0}, app_to = {.no_verify = true};
     w->tls = tls_ctx_new_client(&to, err);
     if (!w->tls)
+        return -1;
+    w->app_tls = tls_ctx_new_client(&app_to, err);
+    if (!w->app_tls)
         return -1;
     w->link = xcalloc(1, sizeof(*w->link));
     w->link->w = w;
@@ -628,4 +633,7 @@ wsproxy_apps_fini(struct wsproxy *w)
     if (w->tls)
         tls_ctx_free(w->tls);
     w->tls = NULL;
+    if (w->app_tls)
+        tls_ctx_free(w->app_tls);
+    w->app_tls = NULL;
 }

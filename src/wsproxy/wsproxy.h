@@ -76,6 +76,7 @@ struct wsproxy {
     struct apphost_pattern *app_pattern; /* --wildcard-access-url compiled, or NULL */
     char *own_host;                      /* the access URL's host[:port] */
     struct tls_ctx *tls;                 /* for the relay link to an https primary */
+    struct tls_ctx *app_tls;             /* to https apps in workspaces (not verifying) */
     struct relay_link *link;             /* the relay link to the primary (apps.c) */
     struct wsproxy_stats *stats;         /* app usage waiting to be reported (stats.c) */
 };

@@ -235,7 +235,9 @@ def test_subdomain_apps_and_sharing(env, app_port):
     # A port URL reaches that port in the workspace (the owner's).
     r = get(f"{app_port}--main--sub--{OWNER_USERNAME}", owner_token, path="/")
     assert r.status_code == 200 and r.text == "hello from the app"
-    assert get(f"{app_port}s--main--sub--{OWNER_USERNAME}", owner_token).status_code == 400
+    # "s": TLS to the port, which this plain HTTP app does not speak.
+    r = get(f"{app_port}s--main--sub--{OWNER_USERNAME}", owner_token)
+    assert r.status_code == 502 and "TLS with the application failed" in r.json()["detail"]
     # Not an app host at all: the primary's own routes.
     r = requests.get(f"{stack.primary.url}/healthz")
     assert r.status_code == 200

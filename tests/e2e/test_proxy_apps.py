@@ -34,7 +34,27 @@ def _sign(secret_hex, kid, claims):
 
 
 @pytest.fixture(scope="module")
-def env(mctx, app_port, ws_port):  # noqa: F811
+def https_port(mctx):
+    """The test app over HTTPS with a certificate nobody outside the workspace trusts."""
+    import http.server
+    import ssl
+    import threading
+
+    from test_apps import AppHandler
+
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(mctx.certs.server_cert, mctx.certs.server_key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield port
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def env(mctx, app_port, ws_port, https_port):  # noqa: F811
     stack = mctx.stack(prometheus=True)
     _, ny_token = stack.create_proxy("ny")
     ny = stack.start_proxy(ny_token, name="ny", tls=False,
@@ -52,7 +72,8 @@ def env(mctx, app_port, ws_port):  # noqa: F811
     r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
                          "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
                          "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
-                         "--app", f"ws=http://127.0.0.1:{ws_port}")
+                         "--app", f"ws=http://127.0.0.1:{ws_port}",
+                         "--app", f"secure=https://127.0.0.1:{https_port}")
     assert r.rc == 0, r
     token = r.stdout.split("Agent token: ", 1)[1].split()[0]
     agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
@@ -475,3 +496,24 @@ def test_the_handoff_with_curl_and_a_cookie_jar(env, tmp_path):
     assert "coder_signed_app_token" in cookies
     # The app never saw a Coder credential.
     assert "coder_" not in json.dumps(json.loads(body)["headers"]).lower()
+
+
+def test_https_apps_at_every_region(env, https_port):
+    stack, ny, la, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    for base in (stack.primary.url, ny.http_url, la.http_url):
+        r = requests.get(f"{base}/@{OWNER_USERNAME}/dev/apps/secure/headers?tls=1",
+                         headers=session)
+        assert r.status_code == 200, (base, r.text)
+        assert r.json()["path"] == "/headers?tls=1"
+        r = requests.post(f"{base}/@{OWNER_USERNAME}/dev/apps/secure/upload", headers=session,
+                          data=_blob(4 << 20))
+        assert r.status_code == 200, (base, r.text)
+        assert r.json()["sha256"] == hashlib.sha256(_blob(4 << 20)).hexdigest()
+    # An "s" port URL speaks TLS to the port; at a proxy's wildcard too.
+    for proxy in (ny,):
+        r = sub_get(proxy, f"{https_port}s--main--dev--{OWNER_USERNAME}", "/", headers=session)
+        assert r.status_code == 200 and r.text == "hello from the app", r.text
+    # TLS to a port that does not speak it is a clear 502.
+    r = sub_get(ny, f"{ny.http_port}s--main--dev--{OWNER_USERNAME}", "/", headers=session)
+    assert r.status_code == 502, r.text

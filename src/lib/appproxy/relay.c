@@ -5,6 +5,7 @@
 #include "appproxy/relay.h"
 #include "base/buf.h"
 #include "base/util.h"
+#include "net/tls.h"
 #include "tunnel/conn.h"
 #include "tunnel/tunnel.h"
 
@@ -32,11 +33,20 @@ struct relay {
     bool client_full; /* the client's queue is above its mark: acknowledge on drain */
     bool done;        /* the exchange has ended */
     bool upgraded;    /* the app answered 101 to the client's upgrade */
+    /* An https app: TLS inside the tunnel stream. Plaintext written before the handshake is
+     * done waits in tls_pending; decrypted bytes pass through tls_plain. */
+    struct tls_session *tls;
+    struct buf tls_pending, tls_out, tls_plain;
 };
 
 static void
 relay_free(struct relay *r)
 {
+    if (r->tls)
+        tls_session_free(r->tls);
+    buf_fini(&r->tls_pending);
+    buf_fini(&r->tls_out);
+    buf_fini(&r->tls_plain);
     free(r->rest);
     free(r->target);
     buf_fini(&r->field);
@@ -105,6 +115,35 @@ app_fail_page(struct http_exchange *ex, int status, const char *title, const cha
                  "</p></body></html>\n");
     http_reply_text(ex, status, "text/html; charset=utf-8", b.data);
     buf_fini(&b);
+}
+
+/* ---- bytes toward the app: plain, or through TLS for an https app ---- */
+
+/* Sends the TLS session's output. Returns what tunnel_stream_write returns (1 when idle). */
+static int
+tls_flush(struct relay *r)
+{
+    buf_reset(&r->tls_out);
+    if (tls_session_take_output(r->tls, &r->tls_out) == 0 || !r->ts)
+        return 1;
+    return tunnel_stream_write(r->ts, r->tls_out.data, r->tls_out.len);
+}
+
+/* Writes request bytes: 1 go on, 0 wait for t_writable, -1 the stream is gone. */
+static int
+up_write(struct relay *r, const void *d, size_t n)
+{
+    if (!r->ts)
+        return -1;
+    if (!r->tls)
+        return tunnel_stream_write(r->ts, d, n);
+    if (!tls_session_handshake_done(r->tls)) {
+        buf_append(&r->tls_pending, d, n);
+        return r->tls_pending.len > TUNNEL_SEND_HIGH_WATER ? 0 : 1;
+    }
+    if (tls_session_write(r->tls, d, n) < 0)
+        return -1;
+    return tls_flush(r);
 }
 
 /* Ends the client's side (once) and lets go of the tunnel stream. */
@@ -273,23 +312,20 @@ t_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, s
     r->ts = NULL;
 }
 
+/* The app's response bytes (plaintext): n_wire is what they cost on the tunnel stream, which
+ * is acknowledged once they reached the client's queue. */
 static void
-t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, size_t n_wire)
 {
-    struct relay *r = arg;
-    if (r->done) {
-        tunnel_stream_consumed(s, n);
-        return;
-    }
-    llhttp_errno_t e = llhttp_execute(&r->parser, (const char *)d, n);
+    llhttp_errno_t e = n ? llhttp_execute(&r->parser, (const char *)d, n) : HPE_OK;
     if (r->upgraded && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
         size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - (const char *)d);
-        tunnel_stream_consumed(s, n);
+        tunnel_stream_consumed(s, n_wire);
         switch_protocols(r, s, d + used, n - used);
         return;
     }
     if (e == HPE_PAUSED) { /* the whole response is through */
-        tunnel_stream_consumed(s, n);
+        tunnel_stream_consumed(s, n_wire);
         finish(r);
         return;
     }
@@ -306,11 +342,64 @@ t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
         return;
     }
     /* Acknowledge what went into the client's queue; hold the rest until it drains. */
-    r->owed += n;
+    r->owed += n_wire;
     if (!r->client_full) {
         tunnel_stream_consumed(s, r->owed);
         r->owed = 0;
     }
+}
+
+/* TLS from an https app: decrypt what arrived, finish the handshake (then send what waited),
+ * and deliver the plaintext. */
+static void
+tls_data(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n)
+{
+    tls_session_feed(r->tls, d, n);
+    buf_reset(&r->tls_plain);
+    const char *why = NULL;
+    int k;
+    do {
+        buf_reserve(&r->tls_plain, 16384);
+        k = tls_session_read(r->tls, r->tls_plain.data + r->tls_plain.len, 16384, &why);
+        if (k > 0)
+            r->tls_plain.len += (size_t)k;
+    } while (k > 0);
+    if (k < 0) {
+        if (!r->begun) {
+            r->done = true;
+            char *detail = xasprintf("TLS with the application failed: %s", why);
+            app_fail_page(r->ex, 502, "Failed to proxy request to application.", detail);
+            free(detail);
+            tunnel_stream_reset(s, TUNNEL_CANCEL);
+            r->ts = NULL;
+            tunnel_stream_consumed(s, n);
+            return;
+        }
+        /* After the response began, a TLS error or close ends what the app sent. */
+    }
+    if (tls_session_handshake_done(r->tls) && r->tls_pending.len) {
+        struct buf waiting = r->tls_pending;
+        buf_init(&r->tls_pending);
+        if (tls_session_write(r->tls, waiting.data, waiting.len) == 0 && r->ex)
+            http_exchange_resume_body(r->ex);
+        buf_fini(&waiting);
+    }
+    tls_flush(r);
+    deliver(r, s, (const uint8_t *)r->tls_plain.data, r->tls_plain.len, n);
+}
+
+static void
+t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    struct relay *r = arg;
+    if (r->done) {
+        tunnel_stream_consumed(s, n);
+        return;
+    }
+    if (r->tls)
+        tls_data(r, s, d, n);
+    else
+        deliver(r, s, d, n, n);
 }
 
 static void
@@ -366,11 +455,11 @@ c_body(struct http_exchange *ex, const char *d, size_t n, void *arg)
     if (r->chunked_up) {
         char size[24];
         int len = snprintf(size, sizeof(size), "%zx\r\n", n);
-        tunnel_stream_write(r->ts, size, (size_t)len);
-        tunnel_stream_write(r->ts, d, n);
-        rc = tunnel_stream_write(r->ts, "\r\n", 2);
+        up_write(r, size, (size_t)len);
+        up_write(r, d, n);
+        rc = up_write(r, "\r\n", 2);
     } else {
-        rc = tunnel_stream_write(r->ts, d, n);
+        rc = up_write(r, d, n);
     }
     if (rc == 0)
         http_exchange_pause_body(ex); /* t_writable resumes */
@@ -382,7 +471,7 @@ c_body_end(struct http_exchange *ex, void *arg)
     (void)ex;
     struct relay *r = arg;
     if (r->chunked_up && r->ts && !r->done)
-        tunnel_stream_write(r->ts, "0\r\n\r\n", 5);
+        up_write(r, "0\r\n\r\n", 5);
 }
 
 static const struct http_body_cbs body_cbs = {c_body, c_body_end};
@@ -458,10 +547,16 @@ build_request(struct relay *r, struct buf *b)
 
 void
 app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
-          const char *target, const char *rest)
+          const char *target, const char *rest, struct tls_ctx *tls)
 {
     if (!ex->conn) { /* the client left while the caller looked the app up */
         http_exchange_end(ex);
+        return;
+    }
+    if (tls && ex->req.upgrade) {
+        app_fail_page(ex, 502, "Failed to proxy request to application.",
+                      "WebSocket and other upgrades to an HTTPS application are not supported "
+                      "yet; serve them over plain HTTP in the workspace.");
         return;
     }
     struct relay *r = xcalloc(1, sizeof(*r));
@@ -470,6 +565,9 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
     r->rest = xstrdup(rest);
     buf_init(&r->field);
     buf_init(&r->value);
+    buf_init(&r->tls_pending);
+    buf_init(&r->tls_out);
+    buf_init(&r->tls_plain);
     static const llhttp_settings_t upstream = {.on_status = u_status,
                                                .on_header_field = u_field,
                                                .on_header_value = u_value,
@@ -487,10 +585,22 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
         relay_free(r);
         return;
     }
+    if (tls) {
+        /* SNI and the ClientHello go first; the request waits for the handshake. */
+        char host[256];
+        const char *colon = strrchr(target, ':');
+        snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - target) : (int)strlen(target),
+                 target);
+        r->tls = tls_session_new_client(tls, host);
+        char none[1];
+        const char *why = NULL;
+        tls_session_read(r->tls, none, 0, &why);
+        tls_flush(r);
+    }
     struct buf head;
     buf_init(&head);
     build_request(r, &head);
-    tunnel_stream_write(r->ts, head.data, head.len); /* optimistic: before the agent's 200 */
+    up_write(r, head.data, head.len); /* optimistic: before the agent's 200 */
     buf_fini(&head);
     http_exchange_set_stream_cbs(ex, c_drain, c_abort, r);
     if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */

@@ -9,13 +9,16 @@
 #include "http/server.h"
 
 struct tunnel;
+struct tls_ctx;
 
 /* Relays ex (a streaming exchange whose body has not been read) to target ("host:port" in the
  * workspace) with rest (path and query) as the request target. t is the agent's own tunnel
  * (relay_agent_id NULL) or a relay link to the primary (relay_agent_id names the agent, sent as
- * coder-agent-id). Answers ex in every case: the app's response, or a 502 page. */
+ * coder-agent-id). tls: the app speaks HTTPS (a client context, normally not verifying: the
+ * app's certificate is its own business inside the workspace), or NULL. Answers ex in every
+ * case: the app's response, or a 502 page. */
 void app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
-               const char *target, const char *rest);
+               const char *target, const char *rest, struct tls_ctx *tls);
 
 /* Upgrades ex (an authorized port-forward request, docs/TUNNEL.md §8) into a byte stream to
  * 127.0.0.1:port in the workspace once the agent connected (101 Upgrade: coder-tcp); else

@@ -301,9 +301,9 @@ tls_ctx_new_client(const struct tls_client_opts *o, char **err)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ctx, o && o->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     /* Honours SSL_CERT_FILE and SSL_CERT_DIR. */
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+    if (!(o && o->no_verify) && SSL_CTX_set_default_verify_paths(ctx) != 1)
         ERR_clear_error(); /* no store at all: every peer fails verification, with a reason */
     if (o && o->cert_file && *o->cert_file) {
         if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {

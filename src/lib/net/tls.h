@@ -46,6 +46,9 @@ struct tls_client_opts {
     const char *cert_file; /* PEM certificate (chain) presented to the server, or NULL */
     const char *key_file;
     const char *alpn; /* wire-format ALPN list to offer, or NULL */
+    /* Accept any certificate. Only for upstreams inside a workspace (an app's own self-signed
+     * HTTPS, reached through the agent's authenticated tunnel), as Coder's app proxy does. */
+    bool no_verify;
 };
 
 /* Builds a client context: TLS 1.2+, the peer verified against the system trust store, which
