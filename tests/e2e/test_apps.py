@@ -153,6 +153,10 @@ def test_access_is_the_owners(env):
     s.headers["Coder-Session-Token"] = stack.client.token()
     assert s.get(_url(stack, "nope/")).status_code == 404
     assert s.get(_url(stack, "site/", ws="nows")).status_code == 404
+    r = s.get(f"{stack.primary.url}/@me/dev/apps/site/")
+    assert r.status_code == 404
+    assert r.json()["message"] == ("Workspace apps must be accessed with the full username, "
+                                   "not @me.")
 
 
 def test_app_down_and_agent_down(env):

@@ -67,6 +67,12 @@ parse_path(struct http_exchange *ex, const char *p, struct app_request *r)
     const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
     if (!s1 || !s2 || strncmp(s2, "/apps/", 6) != 0 || !take(r->user, sizeof(r->user), p, s1 - p))
         return not_found(ex);
+    if (str_eq(r->user, "me")) {
+        /* Links must work for whoever they are shared with (Coder refuses it too). */
+        app_fail_page(ex, 404, "Workspace apps must be accessed with the full username, not @me.",
+                      "Replace @me with the workspace owner's username.");
+        return -1;
+    }
     const char *ws = s1 + 1, *dot = memchr(ws, '.', (size_t)(s2 - ws));
     if (!take(r->workspace, sizeof(r->workspace), ws, (size_t)((dot ? dot : s2) - ws)) ||
         (dot && !take(r->agent, sizeof(r->agent), dot + 1, (size_t)(s2 - dot - 1))))
