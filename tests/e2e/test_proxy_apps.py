@@ -54,7 +54,27 @@ def https_port(mctx):
 
 
 @pytest.fixture(scope="module")
-def env(mctx, app_port, ws_port, https_port):  # noqa: F811
+def wss_port(mctx):
+    """The WebSocket echo app over HTTPS."""
+    import http.server
+    import ssl
+    import threading
+
+    from test_apps import WsHandler
+
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), WsHandler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(mctx.certs.server_cert, mctx.certs.server_key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield port
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def env(mctx, app_port, ws_port, https_port, wss_port):  # noqa: F811
     stack = mctx.stack(prometheus=True)
     _, ny_token = stack.create_proxy("ny")
     ny = stack.start_proxy(ny_token, name="ny", tls=False,
@@ -73,7 +93,8 @@ def env(mctx, app_port, ws_port, https_port):  # noqa: F811
                          "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
                          "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
                          "--app", f"ws=http://127.0.0.1:{ws_port}",
-                         "--app", f"secure=https://127.0.0.1:{https_port}")
+                         "--app", f"secure=https://127.0.0.1:{https_port}",
+                         "--app", f"wss=https://127.0.0.1:{wss_port}")
     assert r.rc == 0, r
     token = r.stdout.split("Agent token: ", 1)[1].split()[0]
     agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
@@ -282,6 +303,21 @@ def test_redirect_targets_cannot_leave(env):
     # A garbled key is a clear 400, not a cookie.
     r = sub_get(ny, sub, "/?coder_application_connect_api_key_35e783=garbage")
     assert r.status_code == 400 and "Set-Cookie" not in r.headers
+
+
+def test_websocket_to_an_https_app(env):
+    stack, ny, la, _ = env
+    for base in (stack.primary.url, ny.http_url, la.http_url):
+        s, head, _ = _ws_connect(stack, f"/@{OWNER_USERNAME}/dev/apps/wss/echo", base)
+        assert head.startswith(b"HTTP/1.1 101"), (base, head)
+        for i in range(300):
+            msg = f"over tls {i}".encode() * (1 + i % 50)
+            s.sendall(_ws_frame(msg, masked=True))
+            assert _ws_read(s) == (2, msg)
+        big = hashlib.shake_256(b"wss").digest(1 << 20)
+        s.sendall(_ws_frame(big, masked=True))
+        assert _ws_read(s) == (2, big)
+        s.close()
 
 
 def test_websocket_at_each_proxy(env):
