@@ -33,17 +33,15 @@ def _sign(secret_hex, kid, claims):
     return f"{head}.{body}.{_b64(mac)}"
 
 
-@pytest.fixture(scope="module")
-def https_port(mctx):
-    """The test app over HTTPS with a certificate nobody outside the workspace trusts."""
+def _tls_app(mctx, handler):
+    """handler's server over HTTPS with a certificate nobody outside the workspace trusts;
+    yields its port."""
     import http.server
     import ssl
     import threading
 
-    from test_apps import AppHandler
-
     port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(mctx.certs.server_cert, mctx.certs.server_key)
     srv.socket = tls.wrap_socket(srv.socket, server_side=True)
@@ -51,26 +49,20 @@ def https_port(mctx):
     yield port
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def https_port(mctx):
+    from test_apps import AppHandler
+
+    yield from _tls_app(mctx, AppHandler)
 
 
 @pytest.fixture(scope="module")
 def wss_port(mctx):
-    """The WebSocket echo app over HTTPS."""
-    import http.server
-    import ssl
-    import threading
-
     from test_apps import WsHandler
 
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), WsHandler)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(mctx.certs.server_cert, mctx.certs.server_key)
-    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield port
-    srv.shutdown()
-    srv.server_close()
+    yield from _tls_app(mctx, WsHandler)
 
 
 @pytest.fixture(scope="module")
