@@ -122,6 +122,13 @@ api_proxies_issue_app_token(struct api_ctx *c)
     api_auth_failure_fini(&why);
     int status = apps_authorize(c, signed_in, access, user ? user : "", ws ? ws : "",
                                 agent ? agent : "", slug ? slug : "", &g);
+    if (status == 0 && terminal && !str_eq(c->key.scope, "all")) {
+        /* A key handed over for apps opens apps, not the agent itself (port forwarding). */
+        app_grant_fini(&g);
+        status = 403;
+        api_reply_error(c, 403, "Forbidden.",
+                        "This API key is scoped to connecting to workspace applications.");
+    }
     if (status == 401) {
         /* No redirect makes sense for a terminal or a port (a CLI or a WebSocket asks). */
         char *back = terminal ? NULL : app_url_at_proxy(j, req, access);
@@ -136,7 +143,7 @@ api_proxies_issue_app_token(struct api_ctx *c)
     } else if (status == 404) {
         api_reply_error(c, 404, "Resource not found or you do not have access to this resource",
                         NULL);
-    } else if (status != 0) {
+    } else if (status == 500) {
         api_reply_error(c, 500, "Internal error resolving the application.", NULL);
     }
     uint8_t key[64];
@@ -164,7 +171,10 @@ api_proxies_issue_app_token(struct api_ctx *c)
         free(token);
     }
     app_grant_fini(&g);
+    if (session)
+        OPENSSL_cleanse((char *)session, strlen(session));
     json_decref(j);
+    OPENSSL_cleanse(c->ex->req.body.data, c->ex->req.body.len); /* it held the session */
 }
 
 /* ---- GET /api/v2/applications/auth-redirect?redirect_uri=U (CODER-COMPAT §2.4) ---- */
@@ -228,10 +238,13 @@ api_apps_auth_redirect(struct api_ctx *c)
                         "The redirect_uri must be on a workspace app or workspace proxy host.");
         goto out;
     }
-    /* A key for apps only, living no longer than the session it comes from. */
-    int64_t lifetime = c->key.lifetime_seconds * 1000;
-    if (lifetime <= 0 || lifetime > c->p->cfg.session_duration_ms)
+    /* A key for apps only, expiring with the session it comes from (at most the default
+     * session duration from now); it is never extended by use (api_auth_check). */
+    int64_t lifetime = c->key.expires_at - time_now_ms();
+    if (lifetime > c->p->cfg.session_duration_ms)
         lifetime = c->p->cfg.session_duration_ms;
+    if (lifetime < 1000)
+        lifetime = 1000;
     token = api_apikey_mint(c, c->user.id, c->key.login_type, lifetime, "", "application_connect");
     if (!token)
         goto out;

@@ -463,7 +463,7 @@ api_auth_check(struct api_ctx *c, char *token, struct api_auth_failure *why)
     bool touch = now - c->key.last_used > HOUR_MS;
     int64_t expires = c->key.expires_at;
     if (!c->p->cfg.disable_session_expiry_refresh && lifetime > HOUR_MS &&
-        expires - now <= lifetime - HOUR_MS) {
+        expires - now <= lifetime - HOUR_MS && str_eq(c->key.scope, "all")) {
         expires = now + lifetime;
         touch = true;
     }

@@ -235,6 +235,7 @@ take_smuggled_key(struct app_req *a, const char *jwe)
         return -1;
     }
     a->smuggled = xstrdup(key);
+    OPENSSL_cleanse((char *)key, strlen(key)); /* jansson's copy of the secret */
     json_decref(claims);
     return 0;
 }
@@ -297,7 +298,9 @@ resolve_done(void *arg)
     struct http_exchange *ex = a->c.ex;
     struct primary *p = a->c.p;
     if (a->smuggled) {
-        app_reply_session_cookie(ex, &a->r, p->app_pattern, a->smuggled, ex->req.tls);
+        bool secure =
+            ex->req.tls || p->cfg.secure_auth_cookie || str_has_prefix(p->cfg.access_url, "https:");
+        app_reply_session_cookie(ex, &a->r, p->app_pattern, a->smuggled, secure);
         app_req_free(a);
         return;
     }
@@ -318,8 +321,10 @@ resolve_done(void *arg)
         url_free(&u);
     } else {
         char *target = url_host_port(&u);
-        app_relay(ex, tunnel_conn_session(tc), NULL, target, a->r.rest,
+        char *rest = app_join_path(u.path, a->r.rest);
+        app_relay(ex, tunnel_conn_session(tc), NULL, target, rest,
                   str_eq(u.scheme, "https") ? p->app_tls : NULL);
+        free(rest);
         free(target);
         url_free(&u);
     }

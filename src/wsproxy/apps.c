@@ -48,6 +48,7 @@ struct papp {
     char user_id[37], workspace_id[37]; /* from the token, for app stats */
     char *target;                       /* "host:port" of the app, from the token */
     bool https;                         /* the app speaks HTTPS */
+    char *app_path;                     /* the app URL's path, joined before the request's */
     int pf_port;                        /* a port-forward request: the workspace port */
     uint8_t grant[32]; /* port forwarding: SHA-256 of the session and the agent id */
     struct papp *next; /* waiting for the relay link */
@@ -73,6 +74,7 @@ papp_free(struct papp *a)
 {
     app_request_fini(&a->r);
     free(a->target);
+    free(a->app_path);
     free(a);
 }
 
@@ -178,8 +180,11 @@ relay_now(struct papp *a, struct tunnel *t, const char *via)
 {
     if (a->pf_port)
         app_port_forward(a->ex, t, via, a->pf_port);
-    else
-        app_relay(a->ex, t, via, a->target, a->r.rest, a->https ? a->w->app_tls : NULL);
+    else {
+        char *rest = app_join_path(a->app_path ? a->app_path : "", a->r.rest);
+        app_relay(a->ex, t, via, a->target, rest, a->https ? a->w->app_tls : NULL);
+        free(rest);
+    }
     papp_free(a);
 }
 
@@ -253,6 +258,8 @@ token_check(struct papp *a, const char *token)
             snprintf(a->workspace_id, sizeof(a->workspace_id), "%s", ws ? ws : "");
             free(a->target);
             a->target = url_host_port(&u);
+            free(a->app_path);
+            a->app_path = xstrdup(u.path);
         } else {
             ok = false; /* not an app URL we can reach */
         }
@@ -349,7 +356,8 @@ issued_check(struct issued *is, bool retry)
         return;
     }
     if (rc == 1 && a->pf_port) {
-        remember_grant(a->w->link, a->grant);
+        if (a->w->link) /* gone once the proxy stops; route() answers 503 then */
+            remember_grant(a->w->link, a->grant);
         route(a);
     } else if (rc == 1) {
         app_set_token_cookie(a->ex, &a->r, is->token, is->exp, secure(a));
@@ -482,6 +490,8 @@ take_key(struct papp *a, bool retry)
     } else {
         app_reply_session_cookie(a->ex, &a->r, a->w->app_pattern, key, secure(a));
     }
+    if (key)
+        OPENSSL_cleanse((char *)key, strlen(key)); /* jansson's copy of the secret */
     json_decref(c);
     papp_free(a);
 }

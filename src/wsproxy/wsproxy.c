@@ -57,6 +57,7 @@ wsproxy_stop(struct wsproxy *w, int code, const char *why)
     agent_tunnels_close(w->tunnels); /* GOAWAY: agents move to other regions */
     w->tunnels = NULL;
     wsproxy_apps_close(w);
+    wsproxy_keys_close(w);
     wsproxy_stats_stop(w);
     wsproxy_deregister(w, after_deregister);
 }

@@ -102,6 +102,8 @@ int wsproxy_keys_lookup(const char *kid, uint8_t *key, size_t *len, void *arg);
  * failed (callers then look up once more, and give up on a second miss). */
 void wsproxy_keys_fetch(struct wsproxy *w, enum wsproxy_keys feature, wsproxy_keys_fn fn,
                         void *arg);
+/* At shutdown (loop still running): closes the fetch-slot timers; waiters answer now. */
+void wsproxy_keys_close(struct wsproxy *w);
 void wsproxy_keys_free(struct wsproxy *w);
 
 /* tunnels.c */

@@ -35,6 +35,24 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        if self.path.startswith("/cut"):
+            # Promises more than it sends, then closes: the response is cut off.
+            self.send_response(200)
+            if self.path.startswith("/cutchunked"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"a\r\n0123456789\r\n")
+            else:
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if self.path.startswith("/early"):
+            self.send_response_only(103)
+            self.send_header("Link", "</style.css>; rel=preload")
+            self.end_headers()
         if self.path.startswith("/big"):
             self._send(200, _blob(BIG), "application/octet-stream")
         elif self.path.startswith("/headers"):
@@ -121,7 +139,9 @@ def test_download_and_upload_byte_exact(env):
 def test_what_the_app_sees(env):
     stack, _, s = env
     r = s.get(_url(stack, "site/headers?x=1"),
-              headers={"X-Forwarded-Host": "evil.example.com", "X-Forwarded-For": "6.6.6.6",
+              headers={"X-Forwarded-Host": "evil.example.com", "X-FORWARDED-FOR": "6.6.6.6",
+                       "x-Forwarded-Proto": "gopher", "Forwarded": "for=6.6.6.6",
+                       "X-Real-IP": "6.6.6.6",
                        "Cookie": f"coder_session_token={stack.client.token()}; theirs=1"})
     assert r.status_code == 200, r.text
     seen = r.json()
@@ -129,6 +149,9 @@ def test_what_the_app_sees(env):
     assert seen["path"] == "/headers?x=1"  # the app prefix is stripped
     assert h["x-forwarded-for"] == "127.0.0.1"
     assert h["x-forwarded-host"] != "evil.example.com"
+    assert h["x-forwarded-proto"] == "http"
+    assert "forwarded" not in h and "x-real-ip" not in h
+    assert "6.6.6.6" not in json.dumps(seen)
     assert h["cookie"] == "theirs=1"
     assert "coder-session-token" not in h
     assert stack.client.token() not in json.dumps(seen)
@@ -314,6 +337,8 @@ class WsHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        if self.path.startswith("/badaccept"):
+            accept = base64.b64encode(b"x" * 20).decode()
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
@@ -383,6 +408,10 @@ def test_websocket_echo_through_the_relay(env, ws_port):
     assert _ws_read(s) == (2, big)
     s.close()
 
+    # A 101 that does not answer this key is no switch either (SECURITY.md #3).
+    s, head, _ = _ws_connect(stack, f"/@{OWNER_USERNAME}/wsws/apps/ws/badaccept")
+    assert head.startswith(b"HTTP/1.1 502"), head
+    s.close()
     # An app that answers the upgrade with 200 does not get the connection switched.
     s, head, _ = _ws_connect(stack, f"/@{OWNER_USERNAME}/wsws/apps/ws/refuse")
     assert head.startswith(b"HTTP/1.1 200"), head
@@ -391,3 +420,19 @@ def test_websocket_echo_through_the_relay(env, ws_port):
     assert rest.startswith(b"no websocket here")
     s.close()
     assert agent.stop() == 0
+
+
+def test_cut_off_responses_stay_cut_off(env):
+    """An app (or agent) dying mid-body must not look like a complete download."""
+    stack, _, s = env
+    import urllib3
+
+    for path in ("site/cut", "site/cutchunked"):
+        r = s.get(_url(stack, path), timeout=10, stream=True)
+        assert r.status_code == 200
+        with pytest.raises(urllib3.exceptions.ProtocolError, match="IncompleteRead"):
+            r.raw.read()
+    # Interim answers (103 Early Hints) leave nothing behind on the final response.
+    r = s.get(_url(stack, "site/early"))
+    assert r.status_code == 200 and r.text == "hello from the app"
+    assert "Link" not in r.headers

@@ -86,7 +86,8 @@ def env(mctx, app_port, ws_port, https_port, wss_port):  # noqa: F811
                          "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
                          "--app", f"ws=http://127.0.0.1:{ws_port}",
                          "--app", f"secure=https://127.0.0.1:{https_port}",
-                         "--app", f"wss=https://127.0.0.1:{wss_port}")
+                         "--app", f"wss=https://127.0.0.1:{wss_port}",
+                         "--app", f"based=http://127.0.0.1:{app_port}/headers/")
     assert r.rc == 0, r
     token = r.stdout.split("Agent token: ", 1)[1].split()[0]
     agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
@@ -202,8 +203,15 @@ def test_browserless_auth_flow_for_a_subdomain_app(env):
     r = sub_get(ny, sub, "/", cookies={"coder_signed_app_token": tok})
     assert r.status_code == 200 and r.text == "hello from the app"
     assert issued(stack) == before + 1
-    # The handed-over key opens apps only: the API refuses it.
+    # The handed-over key opens apps only: the API refuses it, and so does port forwarding
+    # through a proxy (which asks the primary for a terminal token with it).
     r = requests.get(f"{stack.primary.url}/api/v2/users/me", headers={"Coder-Session-Token": key})
+    assert r.status_code == 403, r.text
+    agent_id = stack.api.get("/api/v2/users/me/workspace/dev").json()[
+        "latest_build"]["resources"][0]["agents"][0]["id"]
+    r = requests.get(f"{ny.http_url}/api/v2/workspaceagents/{agent_id}/port-forward?port=80",
+                     headers={"Connection": "Upgrade", "Upgrade": "coder-tcp",
+                              "Coder-Session-Token": key})
     assert r.status_code == 403, r.text
     # A public app needs nobody.
     r = sub_get(ny, f"pub--dev--{OWNER_USERNAME}", "/")
@@ -292,6 +300,16 @@ def test_redirect_targets_cannot_leave(env):
     r = sub_get(ny, sub, f"{loc.path}?{loc.query}")
     assert r.status_code == 303
     assert r.headers["Location"] == "/evil.example.com/"
+    # A backslash (read as "/" by browsers) cannot turn the way back into "//evil" either.
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", ny.http_port, timeout=10)
+    conn.request("GET", f"/\\evil.example.com/a\\b?{loc.query}",
+                 headers={"Host": f"{sub}.ny.localhost:{ny.http_port}"})
+    resp = conn.getresponse()
+    assert resp.status == 303
+    assert resp.getheader("Location") == "/evil.example.com/a%5Cb"
+    conn.close()
     # A garbled key is a clear 400, not a cookie.
     r = sub_get(ny, sub, "/?coder_application_connect_api_key_35e783=garbage")
     assert r.status_code == 400 and "Set-Cookie" not in r.headers
@@ -545,3 +563,13 @@ def test_https_apps_at_every_region(env, https_port):
     # TLS to a port that does not speak it is a clear 502.
     r = sub_get(ny, f"{ny.http_port}s--main--dev--{OWNER_USERNAME}", "/", headers=session)
     assert r.status_code == 502, r.text
+
+
+def test_an_app_url_with_a_path(env):
+    """An app at http://host:port/headers/ gets /headers/<rest>, at every region."""
+    stack, ny, la, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    for base in (stack.primary.url, ny.http_url, la.http_url):
+        r = requests.get(f"{base}/@{OWNER_USERNAME}/dev/apps/based/x?y=1", headers=session)
+        assert r.status_code == 200, (base, r.text)
+        assert r.json()["path"] == "/headers/x?y=1"

@@ -86,12 +86,23 @@ app_reply_session_cookie(struct http_exchange *ex, const struct app_request *r,
         http_exchange_header_printf(ex, "Set-Cookie", "%s=%s; Path=/; HttpOnly; SameSite=Lax%s",
                                     APP_PATH_SESSION_COOKIE, api_key, flags);
     }
-    /* Back to the same path: built from the request's own path, so no "//host" can escape. */
+    /* Back to the same path, built so that it cannot name another host: one leading '/',
+     * and backslashes (which browsers read as '/', so "/\\evil" is "//evil") escaped. */
     char *q = strip_key_param(ex->req.query);
     const char *path = ex->req.path;
-    while (path[0] == '/' && path[1] == '/')
+    while (*path == '/' || *path == '\\')
         path++;
-    char *loc = xasprintf("%s%s%s", path, *q ? "?" : "", q);
+    struct buf p;
+    buf_init(&p);
+    buf_putc(&p, '/');
+    for (; *path; path++) {
+        if (*path == '\\')
+            buf_puts(&p, "%5C");
+        else
+            buf_putc(&p, *path);
+    }
+    char *loc = xasprintf("%s%s%s", p.data, *q ? "?" : "", q);
+    buf_fini(&p);
     http_exchange_header(ex, "Location", loc);
     http_exchange_header(ex, "Cache-Control", "no-store");
     free(loc);

@@ -10,6 +10,8 @@
 #include "tunnel/tunnel.h"
 
 #include <llhttp.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,8 @@ struct relay {
     bool client_full; /* the client's queue is above its mark: acknowledge on drain */
     bool done;        /* the exchange has ended */
     bool upgraded;    /* the app answered 101 to the client's upgrade */
+    bool bad_accept;  /* its 101 carried the wrong Sec-WebSocket-Accept */
+    size_t head_mark; /* response headers set before the app's (ours, e.g. the token cookie) */
     /* An https app: TLS inside the tunnel stream. Plaintext written before the handshake is
      * done waits in tls_pending; decrypted bytes pass through tls_plain. */
     struct tls_session *tls;
@@ -146,16 +150,19 @@ up_write(struct relay *r, const void *d, size_t n)
     return tls_flush(r);
 }
 
-/* Ends the client's side (once) and lets go of the tunnel stream. */
+/* Ends the client's side (once) and lets go of the tunnel stream. clean: the app's response
+ * is complete; otherwise a begun response is cut off, so the client cannot take it as whole. */
 static void
-finish(struct relay *r)
+finish(struct relay *r, bool clean)
 {
     if (r->done)
         return;
     r->done = true;
     struct http_exchange *ex = r->ex;
-    if (r->begun)
+    if (r->begun && clean)
         http_exchange_end(ex);
+    else if (r->begun)
+        http_exchange_abort(ex);
     else
         app_fail_page(ex, 502, "Failed to proxy request to application.",
                       "The application closed the connection without an answer.");
@@ -174,7 +181,8 @@ struct tls_pipe {
     struct net_stream *ns;
     struct tls_session *tls;
     struct buf out, plain;
-    size_t owed; /* tunnel bytes whose plaintext waits in the client's queue */
+    size_t owed;      /* tunnel bytes whose plaintext waits in the client's queue */
+    bool client_full; /* the client's queue is above its mark: acknowledge on drain */
 };
 
 static void
@@ -217,13 +225,13 @@ tp_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
         tunnel_stream_consumed(ts, n);
         return;
     }
-    int rc = p->plain.len ? net_stream_write(p->ns, p->plain.data, p->plain.len) : 1;
-    if (rc == 1) {
-        tunnel_stream_consumed(ts, p->owed + n);
+    if (p->plain.len && net_stream_write(p->ns, p->plain.data, p->plain.len) == 0)
+        p->client_full = true;
+    p->owed += n;
+    if (!p->client_full) {
+        tunnel_stream_consumed(ts, p->owed);
         p->owed = 0;
-    } else {
-        p->owed += n; /* acknowledged when the client drains */
-    }
+    }          /* else acknowledged when the client drains, whether or not n held plaintext */
     if (k < 0) /* the app closed TLS (or broke it): the client's side ends too */
         net_stream_shutdown(p->ns);
 }
@@ -290,6 +298,7 @@ tpn_drain(struct net_stream *ns, void *arg)
 {
     (void)ns;
     struct tls_pipe *p = arg;
+    p->client_full = false;
     if (p->ts && p->owed) {
         tunnel_stream_consumed(p->ts, p->owed);
         p->owed = 0;
@@ -425,17 +434,43 @@ u_value(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* A WebSocket upgrade switches only on the 101 that answers this very key (RFC 6455 §4.2.2):
+ * Sec-WebSocket-Accept = base64(SHA-1(key + GUID)). Other upgrades have nothing to check. */
+static bool
+websocket_accept_ok(struct relay *r)
+{
+    const char *key = http_request_header(&r->ex->req, "Sec-WebSocket-Key");
+    if (!key)
+        return true;
+    const char *got = NULL;
+    for (size_t i = r->head_mark; i < r->ex->nrheaders; i++) {
+        if (str_eq_ci(r->ex->rheaders[i].name, "Sec-WebSocket-Accept"))
+            got = r->ex->rheaders[i].value;
+    }
+    char *in = xasprintf("%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    unsigned char sum[SHA_DIGEST_LENGTH], want[64];
+    SHA1((const unsigned char *)in, strlen(in), sum);
+    free(in);
+    EVP_EncodeBlock(want, sum, SHA_DIGEST_LENGTH);
+    return got && strcmp(got, (const char *)want) == 0;
+}
+
 static int
 u_headers_complete(llhttp_t *p)
 {
     struct relay *r = p->data;
     u_flush_header(r);
     if (p->status_code == 101 && r->ex->req.upgrade) {
+        if (!websocket_accept_ok(r)) {
+            r->bad_accept = true; /* the client keeps speaking HTTP: a 502 (deliver) */
+            return -1;
+        }
         r->upgraded = true; /* a real 101: only now does the client's connection switch */
         return 0;
     }
     if (p->status_code < 200) {
         /* Interim answers are not passed on; drop what they set. */
+        http_exchange_headers_truncate(r->ex, r->head_mark);
         return 0;
     }
     r->begun = true;
@@ -488,32 +523,34 @@ t_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, s
 
 /* The app's response bytes (plaintext): n_wire is what they cost on the tunnel stream, which
  * is acknowledged once they reached the client's queue. */
-static void
+static bool
 deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, size_t n_wire)
 {
     llhttp_errno_t e = n ? llhttp_execute(&r->parser, (const char *)d, n) : HPE_OK;
     if (r->upgraded && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
         size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - (const char *)d);
         tunnel_stream_consumed(s, n_wire);
-        switch_protocols(r, s, d + used, n - used);
-        return;
+        switch_protocols(r, s, d + used, n - used); /* frees r */
+        return true;
     }
     if (e == HPE_PAUSED) { /* the whole response is through */
         tunnel_stream_consumed(s, n_wire);
-        finish(r);
-        return;
+        finish(r, true);
+        return true;
     }
     if (e != HPE_OK) {
         if (!r->begun) {
             r->done = true;
             app_fail_page(r->ex, 502, "Failed to proxy request to application.",
-                          "The application's response is not valid HTTP/1.1.");
+                          r->bad_accept ? "The application's 101 does not answer the WebSocket key."
+                                        : "The application's response is not valid HTTP/1.1.");
             tunnel_stream_reset(s, TUNNEL_CANCEL);
             r->ts = NULL;
         } else {
-            finish(r);
+            finish(r, false);
         }
-        return;
+        tunnel_stream_consumed(s, n_wire);
+        return true;
     }
     /* Acknowledge what went into the client's queue; hold the rest until it drains. */
     r->owed += n_wire;
@@ -521,10 +558,11 @@ deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, si
         tunnel_stream_consumed(s, r->owed);
         r->owed = 0;
     }
+    return false;
 }
 
 /* TLS from an https app: decrypt what arrived, finish the handshake (then send what waited),
- * and deliver the plaintext. */
+ * deliver the plaintext, and then, if the app closed TLS or broke it, end as at the app's EOF. */
 static void
 tls_data(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n)
 {
@@ -538,19 +576,6 @@ tls_data(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n)
         if (k > 0)
             r->tls_plain.len += (size_t)k;
     } while (k > 0);
-    if (k < 0) {
-        if (!r->begun) {
-            r->done = true;
-            char *detail = xasprintf("TLS with the application failed: %s", why);
-            app_fail_page(r->ex, 502, "Failed to proxy request to application.", detail);
-            free(detail);
-            tunnel_stream_reset(s, TUNNEL_CANCEL);
-            r->ts = NULL;
-            tunnel_stream_consumed(s, n);
-            return;
-        }
-        /* After the response began, a TLS error or close ends what the app sent. */
-    }
     if (tls_session_handshake_done(r->tls) && r->tls_pending.len) {
         struct buf waiting = r->tls_pending;
         buf_init(&r->tls_pending);
@@ -559,7 +584,24 @@ tls_data(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n)
         buf_fini(&waiting);
     }
     tls_flush(r);
-    deliver(r, s, (const uint8_t *)r->tls_plain.data, r->tls_plain.len, n);
+    char *failed = k < 0 ? xstrdup(why ? why : "TLS error") : NULL;
+    if (deliver(r, s, (const uint8_t *)r->tls_plain.data, r->tls_plain.len, n) || !failed) {
+        free(failed); /* ended (r may be gone), or nothing more to say */
+        return;
+    }
+    if (r->begun) {
+        /* A close after the response began: complete only if the parser agrees. */
+        llhttp_errno_t e = llhttp_finish(&r->parser);
+        finish(r, e == HPE_OK || e == HPE_PAUSED);
+    } else {
+        r->done = true;
+        char *detail = xasprintf("TLS with the application failed: %s", failed);
+        app_fail_page(r->ex, 502, "Failed to proxy request to application.", detail);
+        free(detail);
+        tunnel_stream_reset(s, TUNNEL_CANCEL);
+        r->ts = NULL;
+    }
+    free(failed);
 }
 
 static void
@@ -583,9 +625,9 @@ t_end(struct tunnel_stream *s, void *arg)
     struct relay *r = arg;
     if (r->done)
         return;
-    /* The app closed: a body that runs to the close ends here. */
-    llhttp_finish(&r->parser);
-    finish(r);
+    /* The app closed: a body that runs to the close ends here; anything else was cut off. */
+    llhttp_errno_t e = llhttp_finish(&r->parser);
+    finish(r, e == HPE_OK || e == HPE_PAUSED);
 }
 
 static void
@@ -605,7 +647,7 @@ t_close(struct tunnel_stream *s, uint32_t code, void *arg)
     r->ts = NULL;
     if (!r->done) {
         if (r->begun) {
-            finish(r);
+            finish(r, false); /* reset mid-response */
             return;
         }
         r->done = true;
@@ -667,7 +709,7 @@ c_abort(struct http_exchange *ex, void *arg)
 {
     (void)ex;
     struct relay *r = arg;
-    finish(r); /* the client left: end, and reset the app's stream */
+    finish(r, true); /* the client left: end, and reset the app's stream */
 }
 
 /* The request as the app sees it: the rest of the path, our forwarding headers, no Coder
@@ -681,8 +723,10 @@ build_request(struct relay *r, struct buf *b)
     bool has_length = false;
     for (size_t i = 0; i < ex->req.nheaders; i++) {
         const char *n = ex->req.headers[i].name, *v = ex->req.headers[i].value;
+        /* Forwarding headers are ours to set: a client's, in any spelling, never pass. */
         if (is_hop(n) || str_eq_ci(n, "host") || str_eq_ci(n, "coder-session-token") ||
-            str_has_prefix(n, "X-Forwarded-") || str_has_prefix(n, "x-forwarded-"))
+            strncasecmp(n, "x-forwarded-", 12) == 0 || str_eq_ci(n, "forwarded") ||
+            str_eq_ci(n, "x-real-ip"))
             continue;
         if (str_eq_ci(n, "cookie")) {
             /* Drop Coder's cookies; keep the app's own. */
@@ -719,6 +763,20 @@ build_request(struct relay *r, struct buf *b)
         buf_puts(b, "Connection: close\r\n\r\n");
 }
 
+char *
+app_join_path(const char *app_path, const char *rest)
+{
+    size_t n = strlen(app_path);
+    bool a = n > 0 && app_path[n - 1] == '/', b = rest[0] == '/';
+    if (n == 0)
+        return xstrdup(rest);
+    if (a && b)
+        return xasprintf("%s%s", app_path, rest + 1);
+    if (!a && !b)
+        return xasprintf("%s/%s", app_path, rest);
+    return xasprintf("%s%s", app_path, rest);
+}
+
 void
 app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
           const char *target, const char *rest, struct tls_ctx *tls)
@@ -729,6 +787,7 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
     }
     struct relay *r = xcalloc(1, sizeof(*r));
     r->ex = ex;
+    r->head_mark = ex->nrheaders;
     r->target = xstrdup(target);
     r->rest = xstrdup(rest);
     buf_init(&r->field);

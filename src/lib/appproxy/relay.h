@@ -20,6 +20,10 @@ struct tls_ctx;
 void app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
                const char *target, const char *rest, struct tls_ctx *tls);
 
+/* The request target an app at a URL with path app_path sees for rest: the two joined with one
+ * slash, as Coder's reverse proxy does ("/jupyter/" + "/tree?x" -> "/jupyter/tree?x"). */
+char *app_join_path(const char *app_path, const char *rest);
+
 /* Upgrades ex (an authorized port-forward request, docs/TUNNEL.md §8) into a byte stream to
  * 127.0.0.1:port in the workspace once the agent connected (101 Upgrade: coder-tcp); else
  * answers 502 with the agent's reason. t and relay_agent_id as for app_relay. */

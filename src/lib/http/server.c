@@ -281,6 +281,16 @@ http_exchange_header_printf(struct http_exchange *ex, const char *name, const ch
     free(v);
 }
 
+void
+http_exchange_headers_truncate(struct http_exchange *ex, size_t n)
+{
+    while (ex->nrheaders > n) {
+        ex->nrheaders--;
+        free(ex->rheaders[ex->nrheaders].name);
+        free(ex->rheaders[ex->nrheaders].value);
+    }
+}
+
 bool
 http_exchange_has_header(const struct http_exchange *ex, const char *name)
 {
@@ -1199,6 +1209,23 @@ http_exchange_end(struct http_exchange *ex)
         return;
     }
     exchange_end_now(ex);
+}
+
+void
+http_exchange_abort(struct http_exchange *ex)
+{
+    if (ex->finished)
+        return;
+    struct http_conn *c = ex->conn;
+    if (!c || c->closing || c->parsing || !ex->head_sent) {
+        /* Nothing half-sent to cut (or not safely now): end it, closing the connection. */
+        ex->close_after = true;
+        http_exchange_end(ex);
+        return;
+    }
+    ex->finished = true;
+    conn_close(c); /* no terminator: the client sees the response cut short */
+    exchange_done(ex);
 }
 
 /* After the parser returned: completes an end or finish asked for during it, else delivers

@@ -135,6 +135,8 @@ void http_exchange_header_set(struct http_exchange *ex, const char *name, const 
 void http_exchange_header_printf(struct http_exchange *ex, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool http_exchange_has_header(const struct http_exchange *ex, const char *name);
+/* Drops the response headers set after the first n (an interim answer's, say). */
+void http_exchange_headers_truncate(struct http_exchange *ex, size_t n);
 /* Sends the response with the status and the body in ex->rbody. Idempotent. On the loop only. */
 void http_exchange_finish(struct http_exchange *ex, int status);
 /* Answers 101 Switching Protocols (with the headers set on ex, e.g. Upgrade) and hands the
@@ -162,6 +164,10 @@ int http_exchange_write(struct http_exchange *ex, const void *data, size_t n);
 /* Ends the response (and the exchange, which is freed). A request whose body was not read to
  * the end closes the connection after the response. */
 void http_exchange_end(struct http_exchange *ex);
+
+/* Ends a response that began but cannot be completed (the upstream broke off): the connection
+ * closes without the end of the body, so the client cannot take the part for the whole. */
+void http_exchange_abort(struct http_exchange *ex);
 
 /* Shorthands: body + Content-Type + finish. */
 void http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body);
