@@ -781,7 +781,7 @@ void
 app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id,
           const char *target, const char *rest, struct tls_ctx *tls)
 {
-    if (!ex->conn) { /* the client left while the caller looked the app up */
+    if (http_exchange_client_gone(ex)) { /* the client left while the caller looked it up */
         http_exchange_end(ex);
         return;
     }

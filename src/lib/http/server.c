@@ -1,5 +1,6 @@
 #include "http/server.h"
 #include "http/realip.h"
+#include "http/server-int.h"
 #include "net/stream.h"
 #include "base/log.h"
 #include "base/timeutil.h"
@@ -46,31 +47,15 @@ struct http_conn {
     bool closing;
     bool peer_eof;
     bool parsing; /* inside llhttp_execute: an exchange cannot end now */
-    int open;     /* the stream and the timer; freed when both closed */
+    bool alpn_checked;
+    int open; /* the stream and the timer; freed when both closed */
     char remote_ip[64];
-};
-
-struct http_server {
-    uv_loop_t *loop;
-    struct http_server_opts o;
-    struct http_listener *listeners;
-    struct http_conn *conns;
-    size_t nconns;
-    llhttp_settings_t settings;
-    bool shutting_down;
-    size_t ndetached; /* exchanges whose connection closed while the handler worked */
-    uv_timer_t grace_timer;
-    void (*shutdown_cb)(void *);
-    void *shutdown_arg;
-    bool grace_timer_open;
-    bool shutdown_done;
 };
 
 static void conn_close(struct http_conn *c);
 static void conn_teardown(struct http_conn *c);
 static void conn_release(struct http_conn *c);
 static void conn_process(struct http_conn *c, const char *data, size_t n);
-static void maybe_finish_shutdown(struct http_server *s);
 
 const char *
 http_status_text(int status)
@@ -139,23 +124,30 @@ http_status_text(int status)
 
 /* ---- exchanges ---- */
 
-static struct http_exchange *
-exchange_new(struct http_conn *c)
+struct http_exchange *
+http_exchange_alloc(struct http_server *s, bool tls, const char *remote_ip)
 {
     struct http_exchange *ex = xcalloc(1, sizeof(*ex));
-    ex->conn = c;
-    ex->srv = c->srv;
+    ex->srv = s;
     ex->start_ms = time_mono_ms();
     buf_init(&ex->req.body);
     buf_init(&ex->rbody);
     buf_init(&ex->body_queue);
-    ex->req.tls = c->tls;
-    snprintf(ex->req.remote_ip, sizeof(ex->req.remote_ip), "%s", c->remote_ip);
+    ex->req.tls = tls;
+    snprintf(ex->req.remote_ip, sizeof(ex->req.remote_ip), "%s", remote_ip);
     return ex;
 }
 
-static void
-exchange_free(struct http_exchange *ex)
+static struct http_exchange *
+exchange_new(struct http_conn *c)
+{
+    struct http_exchange *ex = http_exchange_alloc(c->srv, c->tls, c->remote_ip);
+    ex->conn = c;
+    return ex;
+}
+
+void
+http_exchange_free_internal(struct http_exchange *ex)
 {
     free(ex->req.method);
     free(ex->req.target);
@@ -348,7 +340,6 @@ serialize_response(struct http_exchange *ex, struct buf *out)
 
 static void exchange_done(struct http_exchange *ex);
 static void stream_settle(struct http_exchange *ex);
-static void body_flush(struct http_exchange *ex);
 static void exchange_end_now(struct http_exchange *ex);
 
 void
@@ -356,6 +347,12 @@ http_exchange_finish(struct http_exchange *ex, int status)
 {
     if (ex->finished)
         return;
+    if (ex->h2) {
+        ex->finished = true;
+        ex->status = status;
+        h2_finish(ex);
+        return;
+    }
     if (ex->conn && ex->conn->parsing && ex->streaming) {
         ex->finish_deferred = status; /* stream_settle completes it */
         return;
@@ -388,10 +385,10 @@ exchange_done(struct http_exchange *ex)
     if (s->o.on_done)
         s->o.on_done(ex, s->o.arg);
     bool close_after = ex->close_after;
-    exchange_free(ex);
+    http_exchange_free_internal(ex);
     if (c == NULL) {
         s->ndetached--;
-        maybe_finish_shutdown(s);
+        http_server_maybe_finish_shutdown(s);
         return;
     }
     c->ex = NULL;
@@ -440,7 +437,7 @@ http_exchange_upgrade(struct http_exchange *ex, const struct net_stream_cbs *cbs
     buf_fini(&out);
     if (s->o.on_done)
         s->o.on_done(ex, s->o.arg);
-    exchange_free(ex);
+    http_exchange_free_internal(ex);
     c->ex = NULL;
     /* The stream changes hands; the connection record goes without closing it. */
     struct net_stream *st = c->s;
@@ -725,7 +722,7 @@ conn_release(struct http_conn *c)
     buf_fini(&c->field);
     buf_fini(&c->value);
     free(c);
-    maybe_finish_shutdown(s);
+    http_server_maybe_finish_shutdown(s);
 }
 
 static void
@@ -755,7 +752,7 @@ conn_teardown(struct http_conn *c)
             s->ndetached++;
             aborted = c->ex;
         } else {
-            exchange_free(c->ex);
+            http_exchange_free_internal(c->ex);
         }
         c->ex = NULL;
     }
@@ -792,8 +789,28 @@ conn_arm_timer(struct http_conn *c, int64_t ms)
 static void
 c_on_read(struct net_stream *st, const uint8_t *data, size_t n, void *arg)
 {
-    (void)st;
-    conn_process(arg, (const char *)data, n);
+    struct http_conn *c = arg;
+    if (c->tls && !c->alpn_checked) {
+        /* The handshake is done by the first read: HTTP/2 if the client chose it. */
+        c->alpn_checked = true;
+        if (strcmp(net_stream_alpn(st), "h2") == 0) {
+            char ip[64];
+            snprintf(ip, sizeof(ip), "%s", c->remote_ip);
+            struct http_server *s = c->srv;
+            c->s = NULL; /* the stream changes hands; the connection record goes */
+            conn_teardown(c);
+            conn_release(c);
+            h2_conn_start(s, st, ip, data, n);
+            return;
+        }
+    }
+    conn_process(c, (const char *)data, n);
+}
+
+bool
+http_exchange_client_gone(const struct http_exchange *ex)
+{
+    return ex->h2 ? h2_client_gone(ex) : ex->conn == NULL;
 }
 
 static void
@@ -995,11 +1012,11 @@ on_grace_closed(uv_handle_t *h)
 {
     struct http_server *s = h->data;
     s->grace_timer_open = false;
-    maybe_finish_shutdown(s);
+    http_server_maybe_finish_shutdown(s);
 }
 
-static void
-maybe_finish_shutdown(struct http_server *s)
+void
+http_server_maybe_finish_shutdown(struct http_server *s)
 {
     if (!s->shutting_down || s->shutdown_done)
         return;
@@ -1009,7 +1026,7 @@ maybe_finish_shutdown(struct http_server *s)
         if (c->ex == NULL)
             conn_close(c);
     }
-    if (s->conns || s->listeners || s->ndetached)
+    if (s->conns || s->h2conns || s->listeners || s->ndetached)
         return;
     if (s->grace_timer_open) {
         if (!uv_is_closing((uv_handle_t *)&s->grace_timer))
@@ -1029,7 +1046,8 @@ on_grace_timeout(uv_timer_t *t)
         next = c->next;
         conn_close(c);
     }
-    maybe_finish_shutdown(s);
+    h2_conns_shutdown(s, true);
+    http_server_maybe_finish_shutdown(s);
 }
 
 static void
@@ -1038,7 +1056,7 @@ on_listener_closed(uv_handle_t *h)
     struct http_listener *l = h->data;
     struct http_server *s = l->srv;
     free(l);
-    maybe_finish_shutdown(s);
+    http_server_maybe_finish_shutdown(s);
 }
 
 void
@@ -1051,6 +1069,7 @@ http_server_shutdown(struct http_server *s, int64_t grace_ms, void (*cb)(void *)
     s->grace_timer.data = s;
     s->grace_timer_open = true;
     uv_timer_start(&s->grace_timer, on_grace_timeout, (uint64_t)grace_ms, 0);
+    h2_conns_shutdown(s, false); /* GOAWAY: streams in flight finish */
     struct http_listener *l = s->listeners;
     s->listeners = NULL;
     while (l) {
@@ -1058,7 +1077,7 @@ http_server_shutdown(struct http_server *s, int64_t grace_ms, void (*cb)(void *)
         uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
         l = next;
     }
-    maybe_finish_shutdown(s);
+    http_server_maybe_finish_shutdown(s);
 }
 
 void
@@ -1088,9 +1107,8 @@ conn_resume_input(struct http_conn *c)
     }
 }
 
-/* Delivers queued body while the handler reads; then a due on_end. */
-static void
-body_flush(struct http_exchange *ex)
+void
+http_exchange_body_flush(struct http_exchange *ex)
 {
     while (ex->body_queue.len && !ex->body_paused && ex->body_cbs) {
         struct buf q = ex->body_queue;
@@ -1111,8 +1129,12 @@ http_exchange_read_body(struct http_exchange *ex, const struct http_body_cbs *cb
 {
     ex->body_cbs = cbs;
     ex->body_arg = arg;
+    if (ex->h2) {
+        h2_body_flow(ex);
+        return;
+    }
     struct http_conn *c = ex->conn;
-    body_flush(ex);
+    http_exchange_body_flush(ex);
     if (c && !c->closing && !ex->req_complete && c->ex == ex)
         conn_resume_input(c);
 }
@@ -1121,7 +1143,7 @@ void
 http_exchange_pause_body(struct http_exchange *ex)
 {
     struct http_conn *c = ex->conn;
-    ex->body_paused = true;
+    ex->body_paused = true; /* HTTP/2: arriving DATA waits unacknowledged (h2.c) */
     if (c && !c->closing && !c->stream_paused) {
         net_stream_pause(c->s);
         c->stream_paused = true;
@@ -1134,7 +1156,11 @@ http_exchange_resume_body(struct http_exchange *ex)
     if (!ex->body_paused)
         return;
     ex->body_paused = false;
-    body_flush(ex);
+    if (ex->h2) {
+        h2_body_flow(ex);
+        return;
+    }
+    http_exchange_body_flush(ex);
     struct http_conn *c = ex->conn;
     if (c && !c->closing && c->stream_paused && !ex->body_paused && ex->body_queue.len == 0 &&
         !ex->req_complete) {
@@ -1156,6 +1182,8 @@ http_exchange_set_stream_cbs(struct http_exchange *ex,
 int
 http_exchange_begin(struct http_exchange *ex, int status)
 {
+    if (ex->h2)
+        return h2_begin(ex, status);
     struct http_conn *c = ex->conn;
     if (ex->head_sent || ex->finished || !c || c->closing)
         return -1;
@@ -1185,6 +1213,8 @@ http_exchange_begin(struct http_exchange *ex, int status)
 int
 http_exchange_write(struct http_exchange *ex, const void *data, size_t n)
 {
+    if (ex->h2)
+        return h2_write(ex, data, n);
     struct http_conn *c = ex->conn;
     if (!ex->head_sent || ex->finished || !c || c->closing)
         return -1;
@@ -1204,6 +1234,11 @@ http_exchange_end(struct http_exchange *ex)
 {
     if (ex->finished)
         return;
+    if (ex->h2) {
+        ex->finished = true;
+        h2_end(ex);
+        return;
+    }
     if (ex->conn && ex->conn->parsing) {
         ex->end_deferred = true; /* stream_settle completes it */
         return;
@@ -1216,6 +1251,11 @@ http_exchange_abort(struct http_exchange *ex)
 {
     if (ex->finished)
         return;
+    if (ex->h2) {
+        ex->finished = true;
+        h2_abort(ex);
+        return;
+    }
     struct http_conn *c = ex->conn;
     if (!c || c->closing || c->parsing || !ex->head_sent) {
         /* Nothing half-sent to cut (or not safely now): end it, closing the connection. */
@@ -1243,7 +1283,7 @@ stream_settle(struct http_exchange *ex)
         http_exchange_finish(ex, status);
         return;
     }
-    body_flush(ex);
+    http_exchange_body_flush(ex);
 }
 
 static void

@@ -1,4 +1,5 @@
-/* HTTP/1.1 server on libuv, with TLS (net/tls) on any listener. Requests are parsed strictly
+/* HTTP/1.1 server on libuv, with TLS (net/tls) on any listener, and HTTP/2 (h2.c) on TLS
+ * connections whose client chose it with ALPN. Requests are parsed strictly
  * (llhttp, no lenient flags: see SECURITY.md #1), bodies are buffered up to a limit, and the
  * program's handler answers each request with an exchange, at once or later (asynchronously,
  * e.g. after a store query), always on the loop thread. */
@@ -87,6 +88,7 @@ struct http_exchange {
     void (*on_abort)(struct http_exchange *ex, void *arg);
     void *stream_arg;
     bool close_after;
+    struct h2_req *h2; /* the HTTP/2 stream this request came on, or NULL (h2.c) */
 };
 
 struct http_server_opts {
@@ -168,6 +170,8 @@ void http_exchange_end(struct http_exchange *ex);
 /* Ends a response that began but cannot be completed (the upstream broke off): the connection
  * closes without the end of the body, so the client cannot take the part for the whole. */
 void http_exchange_abort(struct http_exchange *ex);
+/* True when the client went away (its connection or HTTP/2 stream closed). */
+bool http_exchange_client_gone(const struct http_exchange *ex);
 
 /* Shorthands: body + Content-Type + finish. */
 void http_reply_text(struct http_exchange *ex, int status, const char *ctype, const char *body);

@@ -335,7 +335,7 @@ serveropts_listen(struct serveropts *o, struct http_server *srv, char **err)
             .client_ca_file = o->tls_client_ca_file,
             .ciphers = ciphers.len ? ciphers.data : NULL,
             .allow_insecure_ciphers = o->tls_allow_insecure_ciphers,
-            .alpn = "\x08http/1.1",
+            .alpn = "\x02h2\x08http/1.1", /* HTTP/2 for clients that choose it */
         };
         o->tls = tls_ctx_new_server(&t, err);
         buf_fini(&ciphers);

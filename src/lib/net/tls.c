@@ -498,12 +498,13 @@ const char *
 tls_session_alpn(const struct tls_session *s)
 {
     static __thread char proto[32];
-    const unsigned char *p;
-    unsigned int n;
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
     SSL_get0_alpn_selected(s->ssl, &p, &n);
-    if (n >= sizeof(proto))
-        n = 0;
-    memcpy(proto, p, n);
+    if (!p || n >= sizeof(proto))
+        n = 0; /* none chosen */
+    if (n)
+        memcpy(proto, p, n);
     proto[n] = '\0';
     return proto;
 }

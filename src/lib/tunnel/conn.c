@@ -297,6 +297,17 @@ tunnel_conn_close(struct tunnel_conn *tc)
     tc_close_now(tc);
 }
 
+void
+tunnel_conn_abort(struct tunnel_conn *tc)
+{
+    if (tc->up) {
+        http_upgrade_cancel(tc->up);
+        tc->up = NULL;
+        tc->open--;
+    }
+    tc_close_now(tc);
+}
+
 /* ---- dialling: the upgrade handshake ---- */
 
 static void

@@ -32,6 +32,8 @@ struct tunnel_conn *tunnel_conn_new(uv_loop_t *loop, struct net_stream *st, enum
 struct tunnel *tunnel_conn_session(struct tunnel_conn *tc);
 /* Sends GOAWAY and closes once the output is out; on_close follows. */
 void tunnel_conn_close(struct tunnel_conn *tc);
+/* Closes at once, dropping what was not sent; on_close follows. */
+void tunnel_conn_abort(struct tunnel_conn *tc);
 
 /* The dialler's side of §2: dials url ("https://host:port" or "http://..."), sends the upgrade
  * request for path with the extra header lines ("Name: value"), and on 101 runs the tunnel in
