@@ -37,11 +37,11 @@ struct h2_conn {
 /* One request stream. Lives until both the stream closed and the exchange is done. */
 struct h2_req {
     struct h2_conn *hc;
-    struct tunnel_stream *ts;  /* NULL once the stream closed */
-    struct http_exchange *ex;  /* NULL once the exchange is done */
-    size_t queued;             /* body bytes in ex->body_queue, not yet acknowledged */
-    bool body_done;            /* END_STREAM from the client */
-    bool too_large;            /* a buffered body over the limit: answered 413 */
+    struct tunnel_stream *ts; /* NULL once the stream closed */
+    struct http_exchange *ex; /* NULL once the exchange is done */
+    size_t queued;            /* body bytes in ex->body_queue, not yet acknowledged */
+    bool body_done;           /* END_STREAM from the client */
+    bool too_large;           /* a buffered body over the limit: answered 413 */
 };
 
 /* ---- bookkeeping ---- */
@@ -94,8 +94,8 @@ exchange_done(struct http_exchange *ex)
 static bool
 connection_specific(const char *name)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection",
-                                       "transfer-encoding", "upgrade", "te", NULL};
+    static const char *const drop[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", NULL};
     for (size_t i = 0; drop[i]; i++) {
         if (str_eq_ci(name, drop[i]))
             return true;
@@ -340,8 +340,7 @@ on_request(struct tunnel_conn *tc, struct tunnel_stream *ts, const char *method,
     (void)tc;
     struct h2_conn *hc = arg;
     struct http_server *s = hc->srv;
-    if (!*method || strcmp(method, "CONNECT") == 0 || path[0] != '/' ||
-        strlen(path) > 8192) {
+    if (!*method || strcmp(method, "CONNECT") == 0 || path[0] != '/' || strlen(path) > 8192) {
         const struct tunnel_header e[] = {{"content-type", "application/json; charset=utf-8"}};
         tunnel_stream_respond(ts, 400, e, 1, true);
         return;
