@@ -113,6 +113,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def serve_app(handler, certs=None):
+    """Runs a test app (an http.server handler class) on a free loopback port, over HTTPS with
+    the test certificate when certs is given; yields the port and stops it afterwards. For
+    fixtures: `yield from serve_app(Handler)`."""
+    import http.server
+
+    port = free_port()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    if certs is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(certs.server_cert, certs.server_key)
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield port
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def port_is_listening(port, host="127.0.0.1"):
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -5,13 +5,12 @@ app and forwarding headers set by us."""
 import hashlib
 import http.server
 import json
-import threading
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from harness import Api, OWNER_USERNAME, free_port, wait_for
+from harness import Api, OWNER_USERNAME, free_port, serve_app, wait_for
 
 BIG = 32 << 20
 
@@ -76,13 +75,7 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def app_port():
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield port
-    srv.shutdown()
-    srv.server_close()
+    yield from serve_app(AppHandler)
 
 
 @pytest.fixture(scope="module")
@@ -358,12 +351,7 @@ class WsHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def ws_port():
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), WsHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield port
-    srv.shutdown()
-    srv.server_close()
+    yield from serve_app(WsHandler)
 
 
 def _ws_connect(stack, path, base_url=None):

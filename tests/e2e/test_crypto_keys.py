@@ -169,14 +169,11 @@ def test_keys_rotate_and_proxies_follow(ctx):
 
     import requests
 
-    from harness import OWNER_USERNAME, free_port, wait_for
+    from harness import OWNER_USERNAME, serve_app, wait_for
     from test_apps import AppHandler
-    import http.server
-    import threading
 
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), AppHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    app = serve_app(AppHandler)
+    port = next(app)
     try:
         stack = ctx.stack(extra_args=["--crypto-key-rotation-interval", "1s"])
         _, token = stack.create_proxy("rot")
@@ -216,5 +213,4 @@ def test_keys_rotate_and_proxies_follow(ctx):
         assert r.status_code == 200, r.text
         assert "rotated to workspace_apps_token key" in stack.primary.proc.stderr()
     finally:
-        srv.shutdown()
-        srv.server_close()
+        app.close()  # stops the app server

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from harness import Api, OWNER_USERNAME, free_port, wait_for
+from harness import Api, OWNER_USERNAME, free_port, serve_app, wait_for
 from test_port_forward import echo_port  # noqa: F401 - the TCP echo server (fixture)
 from test_apps import (BIG, WS_GUID, _blob, _ws_connect, _ws_frame, _ws_read,  # noqa: F401
                        app_port, ws_port)  # the app servers (fixtures)
@@ -33,36 +33,18 @@ def _sign(secret_hex, kid, claims):
     return f"{head}.{body}.{_b64(mac)}"
 
 
-def _tls_app(mctx, handler):
-    """handler's server over HTTPS with a certificate nobody outside the workspace trusts;
-    yields its port."""
-    import http.server
-    import ssl
-    import threading
-
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(mctx.certs.server_cert, mctx.certs.server_key)
-    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield port
-    srv.shutdown()
-    srv.server_close()
-
-
 @pytest.fixture(scope="module")
 def https_port(mctx):
     from test_apps import AppHandler
 
-    yield from _tls_app(mctx, AppHandler)
+    yield from serve_app(AppHandler, mctx.certs)
 
 
 @pytest.fixture(scope="module")
 def wss_port(mctx):
     from test_apps import WsHandler
 
-    yield from _tls_app(mctx, WsHandler)
+    yield from serve_app(WsHandler, mctx.certs)
 
 
 @pytest.fixture(scope="module")

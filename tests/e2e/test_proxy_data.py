@@ -5,13 +5,12 @@ after a proxy restart the agent's tunnel is back within 2 s."""
 import hashlib
 import http.server
 import socket
-import threading
 import time
 
 import pytest
 import requests
 
-from harness import OWNER_USERNAME, free_port, wait_for
+from harness import OWNER_USERNAME, serve_app, wait_for
 from test_apps import _ws_connect, _ws_frame, _ws_read, ws_port  # noqa: F401 - fixture
 
 GIB = 1 << 30
@@ -89,12 +88,7 @@ class _Upload:
 
 @pytest.fixture(scope="module")
 def data_port():
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), DataHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield port
-    srv.shutdown()
-    srv.server_close()
+    yield from serve_app(DataHandler)
 
 
 @pytest.fixture(scope="module")
