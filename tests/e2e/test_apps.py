@@ -30,6 +30,7 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Vary", "Origin, Accept-Encoding, Access-Control-Request-Method")
         self.end_headers()
         self.wfile.write(body)
 
@@ -148,8 +149,9 @@ def test_what_the_app_sees(env):
     assert h["cookie"] == "theirs=1"
     assert "coder-session-token" not in h
     assert stack.client.token() not in json.dumps(seen)
-    # The app's CORS headers do not reach the browser.
+    # The app's CORS headers do not reach the browser, nor what CORS varies on.
     assert "Access-Control-Allow-Origin" not in r.headers
+    assert r.headers["Vary"] == "Accept-Encoding"
 
 
 def test_access_is_the_owners(env):

@@ -386,6 +386,27 @@ u_head_bytes(struct relay *r, size_t n)
     return r->head_bytes > MAX_UPSTREAM_HEAD ? -1 : 0;
 }
 
+/* Removes Origin and Access-Control-Request-* from a Vary list, in place. */
+static void
+strip_cors_vary(char *value)
+{
+    struct buf out;
+    buf_init(&out);
+    char *save = NULL;
+    for (char *t = strtok_r(value, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ' || *t == '\t')
+            t++;
+        size_t n = strlen(t);
+        while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+            t[--n] = '\0';
+        if (!n || str_eq_ci(t, "origin") || strncasecmp(t, "access-control-request-", 23) == 0)
+            continue;
+        buf_printf(&out, "%s%s", out.len ? ", " : "", t);
+    }
+    strcpy(value, out.data ? out.data : ""); /* never longer than the input */
+    buf_fini(&out);
+}
+
 static void
 u_flush_header(struct relay *r)
 {
@@ -393,8 +414,12 @@ u_flush_header(struct relay *r)
         return;
     char *name = xstrndup(r->field.data ? r->field.data : "", r->field.len);
     char *value = xstrndup(r->value.data ? r->value.data : "", r->value.len);
-    /* Hop-by-hop headers are ours to set; CORS is the deployment's, not the app's. */
-    if (!is_hop(name) && strncasecmp(name, "access-control-", 15) != 0 &&
+    /* Hop-by-hop headers are ours to set; CORS is the deployment's, not the app's, so Vary
+     * loses what only CORS varies on (as Coder's proxy does). */
+    bool vary = str_eq_ci(name, "vary");
+    if (vary)
+        strip_cors_vary(value);
+    if (!is_hop(name) && strncasecmp(name, "access-control-", 15) != 0 && (!vary || *value) &&
         r->ex->nrheaders < MAX_UPSTREAM_HEADERS)
         http_exchange_header(r->ex, name, value);
     free(name);
