@@ -426,3 +426,26 @@ def test_cut_off_responses_stay_cut_off(env):
     r = s.get(_url(stack, "site/early"))
     assert r.status_code == 200 and r.text == "hello from the app"
     assert "Link" not in r.headers
+
+
+def test_keep_alive_through_the_relay(env):
+    """Requests without a body leave the client's connection open for the next one (and the
+    next request's bytes never land on a finished exchange)."""
+    import http.client
+
+    stack, _, _ = env
+    port = int(stack.primary.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Coder-Session-Token": stack.client.token()}
+    conn.request("GET", f"/@{OWNER_USERNAME}/dev/apps/site/", headers=headers)
+    first = conn.sock
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == b"hello from the app"
+    assert r.getheader("Connection") != "close"
+    for i in range(20):
+        conn.request("GET", f"/@{OWNER_USERNAME}/dev/apps/site/headers?i={i}", headers=headers)
+        r = conn.getresponse()
+        assert r.status == 200, r.read()
+        assert json.loads(r.read())["path"] == f"/headers?i={i}"
+    assert conn.sock is first  # one connection all along
+    conn.close()

@@ -126,11 +126,13 @@ send_head(struct http_exchange *ex, int status, bool end_stream, const size_t *l
         snprintf(len, sizeof(len), "%zu", *length);
         h[n++] = (struct tunnel_header){"content-length", len};
     }
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    h[n++] = (struct tunnel_header){"date", date};
+    if (!http_exchange_has_header(ex, "Date")) { /* an app's own Date stands */
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        h[n++] = (struct tunnel_header){"date", date};
+    }
     int rc = tunnel_stream_respond(r->ts, status, h, n, end_stream);
     for (size_t i = 0; i < ex->nrheaders; i++)
         free(names[i]);

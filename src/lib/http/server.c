@@ -392,8 +392,10 @@ exchange_done(struct http_exchange *ex)
         return;
     }
     c->ex = NULL;
-    if (c->closing || close_after)
+    if (c->closing || close_after) {
+        c->paused = true; /* the rest of that request, if any, is not parsed: it has no owner */
         return;
+    }
     if (c->peer_eof && c->pending.len == 0) {
         conn_close(c); /* the client sent its last request */
         return;
@@ -593,6 +595,10 @@ on_headers_complete(llhttp_t *p)
         const char *conn = http_request_header(&ex->req, "Connection");
         ex->req.upgrade = http_request_header(&ex->req, "Upgrade") && conn &&
                           strcasestr(conn, "upgrade") && strcmp(ex->req.method, "GET") == 0;
+        bool body =
+            (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+        if (!body)
+            return 0; /* complete already: on_message_complete pauses, and it is dispatched */
         c->paused = true;
         uv_timer_stop(&c->timer);
         return HPE_PAUSED;
