@@ -142,6 +142,30 @@ def test_ten_thousand_websocket_echoes_through_the_proxy(env):
     s.close()
 
 
+def test_thousands_of_requests_keep_the_tunnel(env):
+    """Every app request is a stream on the agent's tunnel: 2,500 in a row (more than an
+    HTTP/2 peer tolerates in resets) go through one tunnel, which never drops."""
+    import http.client
+
+    stack, proxy, agent = env
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.http_port, timeout=10)
+    headers = {"Coder-Session-Token": stack.client.token()}
+    conn.request("GET", f"/@{OWNER_USERNAME}/dev/apps/data/small?n=0", headers=headers)
+    r = conn.getresponse()
+    assert r.status == 200, r.read()
+    r.read()
+    cookie = r.getheader("Set-Cookie").split(";", 1)[0]
+    before = proxy.proc.stderr().count("tunnel closed")
+    for _ in range(2500):
+        conn.request("GET", f"/@{OWNER_USERNAME}/dev/apps/data/small?n=0", headers={"Cookie": cookie})
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read() == b""
+    conn.close()
+    assert proxy.proc.stderr().count("tunnel closed") == before
+    assert "GOAWAY" not in proxy.proc.stderr() + agent.stderr()
+
+
 def _rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -167,7 +167,13 @@ finish(struct relay *r, bool clean)
         app_fail_page(ex, 502, "Failed to proxy request to application.",
                       "The application closed the connection without an answer.");
     if (r->ts) {
-        tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
+        /* A complete answer ends our side: the stream closes when the app's connection does
+         * (we asked it to close), without a RST_STREAM. Resets are for aborts only: an agent
+         * (nghttp2) counts them, and too many in a burst end the whole tunnel. */
+        if (clean)
+            tunnel_stream_end(r->ts);
+        else
+            tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
         r->ts = NULL; /* on_close frees r */
     } else {
         relay_free(r);

@@ -419,7 +419,7 @@ h2_conn_start(struct http_server *s, struct net_stream *st, const char *remote_i
     struct buf early;
     buf_init(&early);
     buf_append(&early, data, n);
-    const struct tunnel_opts o = {.max_streams = H2_MAX_STREAMS};
+    const struct tunnel_opts o = {.max_streams = H2_MAX_STREAMS, .untrusted_peer = true};
     hc->tc = tunnel_conn_new(s->loop, st, TUNNEL_SERVER, &o, &early, &conn_cbs, hc);
     buf_fini(&early);
     if (s->shutting_down)

@@ -5,6 +5,7 @@
  * on_writable is fired after a send pass, and on_output only when the outermost public call
  * returns (depth counts the nesting). */
 #include "tunnel/tunnel.h"
+#include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
 
@@ -246,6 +247,21 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_d
     return 0;
 }
 
+/* A GOAWAY with an error that nghttp2 sends by itself (the peer broke the protocol) says why the
+ * tunnel ends: logged, as nothing else would tell. */
+static int
+on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)session;
+    (void)user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+        log_warn("tunnel: sending GOAWAY %s (last stream %d)%s%.*s",
+                 nghttp2_http2_strerror(frame->goaway.error_code), frame->goaway.last_stream_id,
+                 frame->goaway.opaque_data_len ? ": " : "", (int)frame->goaway.opaque_data_len,
+                 (const char *)frame->goaway.opaque_data);
+    return 0;
+}
+
 static int
 on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
               void *user_data)
@@ -317,10 +333,13 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, TUNNEL_MAX_HEADER_LIST);
+    if (!(o && o->untrusted_peer))
+        nghttp2_option_set_stream_reset_rate_limit(opt, 100000, 10000);
     int rc = role == TUNNEL_CLIENT ? nghttp2_session_client_new2(&t->s, cb, t, opt)
                                    : nghttp2_session_server_new2(&t->s, cb, t, opt);
     nghttp2_option_del(opt);

@@ -79,6 +79,10 @@ struct tunnel_opts {
     uint32_t stream_window; /* 0 = TUNNEL_STREAM_WINDOW */
     uint32_t conn_window;   /* 0 = TUNNEL_CONN_WINDOW */
     uint32_t max_streams;   /* server side: concurrent streams the client may open */
+    /* Server side: the client is anyone (HTTP/2 from browsers), so nghttp2's RST_STREAM flood
+     * limit stays at its default; a tunnel peer is authenticated and cancels requests as its
+     * users come and go, so it gets a far larger one. */
+    bool untrusted_peer;
 };
 
 struct tunnel *tunnel_new(enum tunnel_role role, const struct tunnel_opts *o,
