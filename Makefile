@@ -43,6 +43,7 @@ format-check:
 	@clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 bench: build
+	@sh scripts/deps.sh bench
 	@sh bench/run.sh
 
 clean:

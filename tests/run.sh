@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs the test suites and prints one summary line: "N passed, N failed".
 #   tests/run.sh          everything: format check, unit tests (plain and ASan+UBSan builds),
-#                         end-to-end tests against the ASan+UBSan binary
+#                         end-to-end tests against the ASan+UBSan binary, and a one-second
+#                         run of the benchmark harness
 #   tests/run.sh unit     unit tests of the plain build only
 #   tests/run.sh e2e      end-to-end tests against the plain build only
 set -u
@@ -53,6 +54,17 @@ run_e2e() { # binary
     [ "$rc" != 0 ] && failures="$failures $name"
 }
 
+run_bench_smoke() { # the benchmark harness, for a second: it still works (not a figure)
+    if out=$(/usr/bin/python3 bench/dataplane.py --smoke --bin build/coder 2>&1); then
+        record bench-smoke 0
+        note "ok   bench-smoke (bench/dataplane.py --smoke)"
+    else
+        record bench-smoke 1
+        note "FAIL bench-smoke"
+        printf '%s\n' "$out" | tail -n 30
+    fi
+}
+
 check_sanitizers() {
     # Any report at all: ls of one pattern each (a glob that matches nothing must not hide
     # the other kind).
@@ -83,6 +95,7 @@ all)
     run_unit build-asan
     run_e2e build-asan/coder
     check_sanitizers
+    run_bench_smoke
     ;;
 esac
 rm -rf "$san_dir"
