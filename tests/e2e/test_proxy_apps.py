@@ -239,6 +239,14 @@ def test_tokens_that_must_not_open_the_app(env):
     refused(_sign(secret, kid, other_user))  # for someone else's workspace
     # And the real one for this app is no key to another app's door.
     refused(good, path_url(ny, slug="sub"))
+    # A token the proxy verified (and remembers) stops working when it expires.
+    short = _sign(secret, kid, {**claims, "exp": int(time.time()) + 2})
+    for _ in range(3):
+        r = requests.get(path_url(ny), cookies={"coder_signed_app_token": short},
+                         allow_redirects=False)
+        assert r.status_code == 200, r.text
+    time.sleep(3.1)
+    refused(short)
 
 
 def test_what_the_app_sees_at_a_proxy(env):
