@@ -5,6 +5,7 @@ app and forwarding headers set by us."""
 import hashlib
 import http.server
 import json
+import time
 from urllib.parse import quote
 
 import pytest
@@ -56,8 +57,14 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/big"):
             self._send(200, _blob(BIG), "application/octet-stream")
         elif self.path.startswith("/headers"):
-            self._send(200, json.dumps({"path": self.path,
+            self._send(200, json.dumps({"path": self.path, "peer_port": self.client_address[1],
                                         "headers": dict(self.headers.items())}).encode())
+        elif self.path.startswith("/then-close"):
+            # A keep-alive answer, then the app drops the connection on its own.
+            self._send(200, b"bye", "text/plain")
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.close_connection = True
         else:
             self._send(200, b"hello from the app", "text/plain")
 

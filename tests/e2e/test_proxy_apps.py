@@ -563,3 +563,25 @@ def test_an_app_url_with_a_path(env):
         r = requests.get(f"{base}/@{OWNER_USERNAME}/dev/apps/based/x?y=1", headers=session)
         assert r.status_code == 200, (base, r.text)
         assert r.json()["path"] == "/headers/x?y=1"
+
+
+def test_upstream_connections_are_reused(env):
+    """Requests to an app reuse the agent's connection to it (keep-alive upstream), and an app
+    that drops an idle connection costs nothing but a fresh one."""
+    stack, ny, la, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    for proxy in (ny, la):
+        s = requests.Session()
+        s.headers.update(session)
+        ports = set()
+        for _ in range(20):
+            r = s.get(path_url(proxy, "headers"))
+            assert r.status_code == 200, r.text
+            ports.add(r.json()["peer_port"])
+        assert len(ports) <= 2, (proxy.name, ports)  # not one connection per request
+        r = s.get(path_url(proxy, "then-close"))
+        assert r.status_code == 200 and r.text == "bye"
+        time.sleep(0.3)  # the app has closed that connection by now
+        for _ in range(5):
+            r = s.get(path_url(proxy, "headers"))
+            assert r.status_code == 200, r.text

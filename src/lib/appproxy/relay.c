@@ -37,6 +37,14 @@ struct relay {
     bool upgraded;    /* the app answered 101 to the client's upgrade */
     bool bad_accept;  /* its 101 carried the wrong Sec-WebSocket-Accept */
     size_t head_mark; /* response headers set before the app's (ours, e.g. the token cookie) */
+    /* Keep-alive to the app: the stream (and the agent's TCP connection behind it) is parked
+     * for the next request to the same app once a response is through. */
+    struct tunnel *t; /* the session the stream is on */
+    char *pool_key;   /* NULL: this request's stream is not reused */
+    bool reused;      /* the stream came from the pool (it may have gone stale) */
+    bool up_done;     /* the whole request (with its body) went up */
+    bool want_tls;    /* the app speaks HTTPS: the head waits for the TLS session */
+    size_t up_body;   /* request body bytes sent */
     /* An https app: TLS inside the tunnel stream. Plaintext written before the handshake is
      * done waits in tls_pending; decrypted bytes pass through tls_plain. */
     struct tls_session *tls;
@@ -53,6 +61,7 @@ relay_free(struct relay *r)
     buf_fini(&r->tls_plain);
     free(r->rest);
     free(r->target);
+    free(r->pool_key);
     buf_fini(&r->field);
     buf_fini(&r->value);
     free(r);
@@ -150,6 +159,122 @@ up_write(struct relay *r, const void *d, size_t n)
     return tls_flush(r);
 }
 
+/* ---- idle upstream connections: keep-alive to apps (TUNNEL.md §5) ---- */
+
+#define IDLE_PER_APP 8
+#define IDLE_MAX 256
+
+/* A CONNECT stream whose app connection finished a response and may carry the next request.
+ * Loop thread only: one list for the process. */
+struct idle {
+    struct tunnel_stream *ts;
+    struct tunnel *t;
+    char *key; /* the app: target and the agent (for relay links) */
+    struct idle *prev, *next;
+    bool listed;
+};
+
+static struct idle *idle_head;
+static size_t idle_count;
+
+static void
+idle_unlink(struct idle *i)
+{
+    if (!i->listed)
+        return;
+    i->listed = false;
+    if (i->prev)
+        i->prev->next = i->next;
+    else
+        idle_head = i->next;
+    if (i->next)
+        i->next->prev = i->prev;
+    idle_count--;
+}
+
+static void
+idle_free(struct idle *i)
+{
+    idle_unlink(i);
+    free(i->key);
+    free(i);
+}
+
+/* The app spoke or closed while idle: not reusable. Our side ends; the stream then closes. */
+static void
+idle_retire(struct idle *i)
+{
+    idle_unlink(i);
+    tunnel_stream_end(i->ts);
+}
+
+static void
+i_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
+{
+    (void)d;
+    tunnel_stream_consumed(s, n);
+    idle_retire(arg);
+}
+
+static void
+i_end(struct tunnel_stream *s, void *arg)
+{
+    (void)s;
+    idle_retire(arg);
+}
+
+static void
+i_close(struct tunnel_stream *s, uint32_t code, void *arg)
+{
+    (void)s;
+    (void)code;
+    idle_free(arg);
+}
+
+static const struct tunnel_stream_cbs idle_cbs = {NULL, i_data, i_end, NULL, i_close};
+
+static void
+idle_park(struct tunnel_stream *ts, struct tunnel *t, const char *key)
+{
+    size_t same = 0;
+    struct idle *oldest = NULL, *oldest_same = NULL;
+    for (struct idle *i = idle_head; i; i = i->next) {
+        oldest = i;
+        if (i->t == t && strcmp(i->key, key) == 0) {
+            same++;
+            oldest_same = i;
+        }
+    }
+    if (same >= IDLE_PER_APP)
+        idle_retire(oldest_same);
+    else if (idle_count >= IDLE_MAX)
+        idle_retire(oldest);
+    struct idle *i = xcalloc(1, sizeof(*i));
+    i->ts = ts;
+    i->t = t;
+    i->key = xstrdup(key);
+    i->listed = true;
+    i->next = idle_head; /* most recent first: the warmest connection is taken next */
+    if (idle_head)
+        idle_head->prev = i;
+    idle_head = i;
+    idle_count++;
+    tunnel_stream_bind(ts, &idle_cbs, i);
+}
+
+static struct tunnel_stream *
+idle_take(struct tunnel *t, const char *key)
+{
+    for (struct idle *i = idle_head; i; i = i->next) {
+        if (i->t == t && strcmp(i->key, key) == 0) {
+            struct tunnel_stream *ts = i->ts;
+            idle_free(i); /* the caller binds the stream to itself */
+            return ts;
+        }
+    }
+    return NULL;
+}
+
 /* Ends the client's side (once) and lets go of the tunnel stream. clean: the app's response
  * is complete; otherwise a begun response is cut off, so the client cannot take it as whole. */
 static void
@@ -170,9 +295,10 @@ finish(struct relay *r, bool clean)
         /* A complete answer ends our side: the stream closes when the app's connection does
          * (we asked it to close), without a RST_STREAM. Resets are for aborts only: an agent
          * (nghttp2) counts them, and too many in a burst end the whole tunnel. */
-        if (clean)
+        bool app_closes = !r->pool_key || !llhttp_should_keep_alive(&r->parser);
+        if (clean && app_closes) /* the app closes its connection: so will this stream */
             tunnel_stream_end(r->ts);
-        else
+        else /* cut off, or a keep-alive connection we do not keep: drop it */
             tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
         r->ts = NULL; /* on_close frees r */
     } else {
@@ -565,7 +691,13 @@ deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, si
         return true;
     }
     if (e == HPE_PAUSED) { /* the whole response is through */
-        tunnel_stream_consumed(s, n_wire);
+        size_t used = (size_t)(llhttp_get_error_pos(&r->parser) - (const char *)d);
+        tunnel_stream_consumed(s, n_wire + r->owed);
+        r->owed = 0;
+        if (r->pool_key && r->up_done && used == n && llhttp_should_keep_alive(&r->parser)) {
+            idle_park(s, r->t, r->pool_key); /* the next request to this app takes it */
+            r->ts = NULL;
+        }
         finish(r, true);
         return true;
     }
@@ -649,12 +781,41 @@ t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
         deliver(r, s, d, n, n);
 }
 
+static bool open_stream(struct relay *r, const char *relay_agent_id);
+
+/* A parked connection the app had just closed: the request found no one. When nothing of it
+ * can have been acted on (no answer, no body, a safe method), it goes again on a fresh one. */
+static bool
+stale_retry(struct relay *r)
+{
+    const char *m = r->ex->req.method;
+    if (!r->reused || r->head_bytes || r->up_body || !r->up_done ||
+        (!str_eq(m, "GET") && !str_eq(m, "HEAD") && !str_eq(m, "OPTIONS")))
+        return false;
+    static const struct tunnel_stream_cbs orphan = {NULL, NULL, NULL, NULL, NULL};
+    tunnel_stream_bind(r->ts, &orphan, NULL);
+    tunnel_stream_end(r->ts); /* it closes by itself; no longer ours */
+    r->ts = NULL;
+    r->reused = false;
+    llhttp_reset(&r->parser);
+    const char *via = NULL;
+    const char *bar = strchr(r->pool_key, '|');
+    char agent[64] = "";
+    if (bar && bar != r->pool_key) {
+        snprintf(agent, sizeof(agent), "%.*s", (int)(bar - r->pool_key), r->pool_key);
+        via = agent;
+    }
+    return open_stream(r, via);
+}
+
 static void
 t_end(struct tunnel_stream *s, void *arg)
 {
     (void)s;
     struct relay *r = arg;
     if (r->done)
+        return;
+    if (stale_retry(r))
         return;
     /* The app closed: a body that runs to the close ends here; anything else was cut off. */
     llhttp_errno_t e = llhttp_finish(&r->parser);
@@ -698,6 +859,7 @@ c_body(struct http_exchange *ex, const char *d, size_t n, void *arg)
     struct relay *r = arg;
     if (r->done || !r->ts)
         return;
+    r->up_body += n;
     int rc;
     if (r->chunked_up) {
         char size[24];
@@ -719,6 +881,7 @@ c_body_end(struct http_exchange *ex, void *arg)
     struct relay *r = arg;
     if (r->chunked_up && r->ts && !r->done)
         up_write(r, "0\r\n\r\n", 5);
+    r->up_done = true;
 }
 
 static const struct http_body_cbs body_cbs = {c_body, c_body_end};
@@ -740,7 +903,7 @@ c_abort(struct http_exchange *ex, void *arg)
 {
     (void)ex;
     struct relay *r = arg;
-    finish(r, true); /* the client left: end, and reset the app's stream */
+    finish(r, false); /* the client left: reset the app's stream */
 }
 
 /* The request as the app sees it: the rest of the path, our forwarding headers, no Coder
@@ -790,6 +953,8 @@ build_request(struct relay *r, struct buf *b)
     const char *upgrade = http_request_header(&ex->req, "Upgrade");
     if (ex->req.upgrade && upgrade)
         buf_printf(b, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
+    else if (r->pool_key)
+        buf_puts(b, "\r\n"); /* HTTP/1.1 keep-alive: the connection may serve the next one */
     else
         buf_puts(b, "Connection: close\r\n\r\n");
 }
@@ -806,6 +971,32 @@ app_join_path(const char *app_path, const char *rest)
     if (!a && !b)
         return xasprintf("%s/%s", app_path, rest);
     return xasprintf("%s%s", app_path, rest);
+}
+
+/* Takes a parked connection to the app, or opens a CONNECT stream, and sends the request head
+ * (optimistically, before the agent's 200). False when the tunnel can open no stream. */
+static bool
+open_stream(struct relay *r, const char *relay_agent_id)
+{
+    r->ts = r->pool_key ? idle_take(r->t, r->pool_key) : NULL;
+    if (r->ts) {
+        r->reused = true;
+        tunnel_stream_bind(r->ts, &stream_cbs, r);
+    } else {
+        const struct tunnel_header via[] = {{"coder-agent-id", relay_agent_id}};
+        r->ts = tunnel_stream_open(r->t, "CONNECT", r->target, NULL, relay_agent_id ? via : NULL,
+                                   relay_agent_id ? 1 : 0, &stream_cbs, r);
+        if (!r->ts)
+            return false;
+    }
+    if (!r->want_tls) {
+        struct buf head;
+        buf_init(&head);
+        build_request(r, &head);
+        up_write(r, head.data, head.len);
+        buf_fini(&head);
+    }
+    return true;
 }
 
 void
@@ -834,11 +1025,11 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
                                                .on_message_complete = u_message_complete};
     llhttp_init(&r->parser, HTTP_RESPONSE, &upstream);
     r->parser.data = r;
-    const struct tunnel_header via[] = {{"coder-agent-id", relay_agent_id}};
-    r->ts = t ? tunnel_stream_open(t, "CONNECT", r->target, NULL, relay_agent_id ? via : NULL,
-                                   relay_agent_id ? 1 : 0, &stream_cbs, r)
-              : NULL;
-    if (!r->ts) {
+    r->t = t;
+    r->want_tls = tls != NULL;
+    if (!tls && !ex->req.upgrade)
+        r->pool_key = xasprintf("%s|%s", relay_agent_id ? relay_agent_id : "", target);
+    if (!t || !open_stream(r, relay_agent_id)) {
         app_fail_page(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
         relay_free(r);
         return;
@@ -854,12 +1045,12 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
         const char *why = NULL;
         tls_session_read(r->tls, none, 0, &why);
         tls_flush(r);
+        struct buf head;
+        buf_init(&head);
+        build_request(r, &head);
+        up_write(r, head.data, head.len); /* waits in tls_pending for the handshake */
+        buf_fini(&head);
     }
-    struct buf head;
-    buf_init(&head);
-    build_request(r, &head);
-    up_write(r, head.data, head.len); /* optimistic: before the agent's 200 */
-    buf_fini(&head);
     http_exchange_set_stream_cbs(ex, c_drain, c_abort, r);
     if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */
         http_exchange_read_body(ex, &body_cbs, r);
