@@ -161,8 +161,8 @@ up_write(struct relay *r, const void *d, size_t n)
 
 /* ---- idle upstream connections: keep-alive to apps (TUNNEL.md §5) ---- */
 
-#define IDLE_PER_APP 8
-#define IDLE_MAX 256
+#define IDLE_PER_APP 256
+#define IDLE_MAX 1024
 
 /* A CONNECT stream whose app connection finished a response and may carry the next request.
  * Loop thread only: one list for the process. */
