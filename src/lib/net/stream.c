@@ -610,6 +610,22 @@ net_stream_dial(uv_loop_t *loop, const char *host, int port, struct tls_ctx *tls
     char portstr[8];
     snprintf(portstr, sizeof(portstr), "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    /* An IP literal needs no lookup: resolved here (AI_NUMERICHOST never blocks) instead of a
+     * round trip through libuv's thread pool, which a proxy's agent pays per connection. */
+    hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
+    struct addrinfo *lit = NULL;
+    if (getaddrinfo(host, portstr, &hints, &lit) == 0 && lit) {
+        s->ai = lit;
+        s->ai_next = lit->ai_next;
+        s->conn_req.data = s;
+        int r = uv_tcp_connect(&s->conn_req, s->tcp, lit->ai_addr, on_connected);
+        if (r < 0) { /* reported from the loop, as promised */
+            snprintf(s->why, sizeof(s->why), "dial tcp %s:%d: connect: %s", host, port,
+                     uv_strerror(r));
+            uv_timer_start(&s->timer, on_dial_timeout, 0, 0);
+        }
+        return s;
+    }
     hints.ai_flags = AI_NUMERICSERV;
     s->gai.data = s;
     int r = uv_getaddrinfo(loop, &s->gai, on_resolved, host, portstr, &hints);
