@@ -10,6 +10,7 @@
 #include "jose/jwt.h"
 #include "primary.h"
 #include "proxyhealth.h"
+#include "appproxy/relay.h"
 #include "tunnel/table.h"
 
 #include <errno.h>
@@ -767,19 +768,10 @@ out:
 void
 api_agents_port_forward(struct api_ctx *c)
 {
-    const char *up = http_request_header(&c->ex->req, "Upgrade");
-    if (!c->ex->req.upgrade || !up || !str_eq_ci(up, "coder-tcp")) {
-        api_reply_error(c, 400, "Expected an upgrade to coder-tcp.",
-                        "Send Connection: Upgrade and Upgrade: coder-tcp.");
-        return;
-    }
-    char *q = http_request_query_param(&c->ex->req, "port");
-    char *end = NULL;
-    long port = q ? strtol(q, &end, 10) : 0;
-    bool bad = !q || *q == '\0' || *end != '\0' || port < 9 || port > 65535;
-    free(q);
-    if (bad) {
-        api_reply_error(c, 400, "Invalid port.", "port must be a number from 9 to 65535.");
+    const char *msg = NULL, *detail = NULL;
+    int port = app_port_forward_port(&c->ex->req, &msg, &detail);
+    if (port < 0) {
+        api_reply_error(c, 400, msg, detail);
         return;
     }
     struct store_agent a = {0};

@@ -501,24 +501,15 @@ take_key(struct papp *a, bool retry)
 void
 wsproxy_port_forward(struct http_exchange *ex, struct wsproxy *w)
 {
-    const char *up = http_request_header(&ex->req, "Upgrade");
     const char *id = http_exchange_param(ex, "workspaceagent");
-    char *q = http_request_query_param(&ex->req, "port");
-    char *end = NULL;
-    long port = q ? strtol(q, &end, 10) : 0;
-    bool bad_port = !q || *q == '\0' || *end != '\0' || port < 9 || port > 65535;
-    free(q);
-    if (!ex->req.upgrade || !up || !str_eq_ci(up, "coder-tcp")) {
-        http_reply_error(ex, 400, "Expected an upgrade to coder-tcp.",
-                         "Send Connection: Upgrade and Upgrade: coder-tcp.");
+    const char *msg = NULL, *detail = NULL;
+    int port = app_port_forward_port(&ex->req, &msg, &detail);
+    if (port < 0) {
+        http_reply_error(ex, 400, msg, detail);
         return;
     }
     if (!id || !uuid_valid(id)) {
         http_reply_error(ex, 400, "Invalid UUID.", NULL);
-        return;
-    }
-    if (bad_port) {
-        http_reply_error(ex, 400, "Invalid port.", "port must be a number from 9 to 65535.");
         return;
     }
     if (w->stopping) {
@@ -526,7 +517,7 @@ wsproxy_port_forward(struct http_exchange *ex, struct wsproxy *w)
         return;
     }
     struct papp *a = papp_new(w, ex);
-    a->pf_port = (int)port;
+    a->pf_port = port;
     a->r.access = APP_ACCESS_TERMINAL;
     snprintf(a->r.agent, sizeof(a->r.agent), "%s", id);
     str_lower(a->r.agent);

@@ -1111,6 +1111,28 @@ pf_close(struct tunnel_stream *s, uint32_t code, void *arg)
 
 static const struct tunnel_stream_cbs pf_cbs = {pf_response, NULL, NULL, NULL, pf_close};
 
+int
+app_port_forward_port(const struct http_request *req, const char **msg, const char **detail)
+{
+    const char *up = http_request_header(req, "Upgrade");
+    if (!req->upgrade || !up || !str_eq_ci(up, "coder-tcp")) {
+        *msg = "Expected an upgrade to coder-tcp.";
+        *detail = "Send Connection: Upgrade and Upgrade: coder-tcp.";
+        return -1;
+    }
+    char *q = http_request_query_param(req, "port");
+    char *end = NULL;
+    long port = q ? strtol(q, &end, 10) : 0;
+    bool bad = !q || *q == '\0' || *end != '\0' || port < 9 || port > 65535;
+    free(q);
+    if (bad) {
+        *msg = "Invalid port.";
+        *detail = "port must be a number from 9 to 65535.";
+        return -1;
+    }
+    return (int)port;
+}
+
 void
 app_port_forward(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id, int port)
 {

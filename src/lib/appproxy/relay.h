@@ -24,6 +24,10 @@ void app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_age
  * slash, as Coder's reverse proxy does ("/jupyter/" + "/tree?x" -> "/jupyter/tree?x"). */
 char *app_join_path(const char *app_path, const char *rest);
 
+/* Checks a port-forward request (docs/TUNNEL.md §8: Upgrade: coder-tcp, ?port=9..65535) the
+ * same at every region. Returns the port, or -1 with the message and detail of a 400. */
+int app_port_forward_port(const struct http_request *req, const char **msg, const char **detail);
+
 /* Upgrades ex (an authorized port-forward request, docs/TUNNEL.md §8) into a byte stream to
  * 127.0.0.1:port in the workspace once the agent connected (101 Upgrade: coder-tcp); else
  * answers 502 with the agent's reason. t and relay_agent_id as for app_relay. */
