@@ -272,19 +272,22 @@ api_users_logout(struct api_ctx *c)
 }
 
 int
+api_user_by_name_or_id(struct store *st, const char *s, struct store_user *out)
+{
+    if (uuid_valid(s)) {
+        char id[37];
+        snprintf(id, sizeof(id), "%s", s);
+        return store_user_by_id(st, str_lower(id), out);
+    }
+    return store_user_by_username(st, s, out);
+}
+
+int
 api_resolve_user(struct api_ctx *c, struct store_user *out)
 {
     const char *param = http_exchange_param(c->ex, "user");
-    int rc;
-    if (param == NULL || strcmp(param, "me") == 0) {
-        rc = store_user_by_id(c->st, c->user.id, out);
-    } else if (uuid_valid(param)) {
-        char id[37];
-        snprintf(id, sizeof(id), "%s", param);
-        rc = store_user_by_id(c->st, str_lower(id), out);
-    } else {
-        rc = store_user_by_username(c->st, param, out);
-    }
+    int rc = param == NULL || strcmp(param, "me") == 0 ? store_user_by_id(c->st, c->user.id, out)
+                                                       : api_user_by_name_or_id(c->st, param, out);
     if (rc == STORE_ENOTFOUND) {
         char *msg = xasprintf("User \"%s\" not found.", param);
         api_reply_error(c, 404, msg, NULL);

@@ -122,6 +122,8 @@ char *api_apikey_mint(struct api_ctx *c, const char *user_id, const char *login_
                       int64_t lifetime_ms, const char *token_name, const char *scope);
 /* The session token of a request: cookie, query parameter or Coder-Session-Token header. */
 char *api_request_token(const struct http_request *r);
+/* A user by UUID (any case) or username: 0, STORE_ENOTFOUND or another store error. */
+int api_user_by_name_or_id(struct store *st, const char *s, struct store_user *out);
 /* Resolves the {user} route parameter ("me", a username or a UUID); members may name only
  * themselves. 0 with out filled, or replies (404) and returns -1. */
 int api_resolve_user(struct api_ctx *c, struct store_user *out);
