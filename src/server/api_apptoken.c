@@ -72,20 +72,6 @@ app_url_at_proxy(json_t *j, json_t *req, enum app_access access)
     return out;
 }
 
-/* 303 to the primary's auth-redirect, which sends a signed-in browser back to app_url with an
- * encrypted key. */
-static void
-reply_auth_redirect(struct api_ctx *c, const char *app_url)
-{
-    char *q = url_escape_query(app_url);
-    char *loc =
-        xasprintf("%s/api/v2/applications/auth-redirect?redirect_uri=%s", c->p->cfg.access_url, q);
-    api_reply_error(c, 303, "Sign in to the deployment to use this application.", NULL);
-    http_exchange_header_set(c->ex, "Location", loc);
-    free(loc);
-    free(q);
-}
-
 void
 api_proxies_issue_app_token(struct api_ctx *c)
 {
@@ -133,7 +119,7 @@ api_proxies_issue_app_token(struct api_ctx *c)
         /* No redirect makes sense for a terminal or a port (a CLI or a WebSocket asks). */
         char *back = terminal ? NULL : app_url_at_proxy(j, req, access);
         if (back)
-            reply_auth_redirect(c, back);
+            apps_reply_auth_redirect(c, back);
         else
             api_reply_error(c, 401,
                             "You are signed out or your session has expired. Please sign in "

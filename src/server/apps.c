@@ -40,18 +40,6 @@ apps_stream_match(struct http_exchange *ex, void *arg)
 
 /* ---- who may use which app (store thread) ---- */
 
-/* A user by name or id. */
-static int
-user_by_name_or_id(struct store *st, const char *s, struct store_user *out)
-{
-    if (uuid_valid(s)) {
-        char id[37];
-        snprintf(id, sizeof(id), "%s", s);
-        return store_user_by_id(st, str_lower(id), out);
-    }
-    return store_user_by_username(st, s, out);
-}
-
 /* Access granted is use: last_used_at moves, at most once a minute per workspace (proxies
  * also report their traffic with app stats). */
 static void
@@ -104,7 +92,7 @@ apps_authorize(struct api_ctx *c, bool signed_in, enum app_access access, const 
     struct store_app *apps = NULL;
     size_t nagents = 0, napps = 0;
     const char *share = "owner";
-    int rc = user_by_name_or_id(c->st, user, &owner);
+    int rc = api_user_by_name_or_id(c->st, user, &owner);
     if (rc == 0)
         rc = store_workspace_by_owner_name(c->st, owner.id, workspace, &w);
     if (rc == 0)
@@ -240,22 +228,16 @@ take_smuggled_key(struct app_req *a, const char *jwe)
     return 0;
 }
 
-/* Where a signed-out user goes for a subdomain app: auth-redirect, which comes back here with
- * an encrypted key once they signed in at the primary. */
-static void
-reply_auth_redirect(struct app_req *a)
+void
+apps_reply_auth_redirect(struct api_ctx *c, const char *app_url)
 {
-    struct api_ctx *c = &a->c;
-    const char *access = c->p->cfg.access_url;
-    char *back =
-        xasprintf("%.*s://%s%s", (int)strcspn(access, ":"), access, a->r.host, c->ex->req.target);
-    char *q = url_escape_query(back);
-    char *loc = xasprintf("%s/api/v2/applications/auth-redirect?redirect_uri=%s", access, q);
+    char *q = url_escape_query(app_url);
+    char *loc =
+        xasprintf("%s/api/v2/applications/auth-redirect?redirect_uri=%s", c->p->cfg.access_url, q);
     api_reply_error(c, 303, "Sign in to the deployment to use this application.", NULL);
     http_exchange_header_set(c->ex, "Location", loc);
     free(loc);
     free(q);
-    free(back);
 }
 
 static void
@@ -283,9 +265,14 @@ resolve_run(struct store *st, void *arg)
                                 a->r.slug, &a->g);
     if (status == 500)
         api_reply_error(c, 500, "Internal error resolving the application.", NULL);
-    else if (status == 401)
-        reply_auth_redirect(a);
-    else if (status == 404)
+    else if (status == 401) {
+        /* A subdomain app's URL here: the request's host on the access URL's scheme. */
+        const char *access = c->p->cfg.access_url;
+        char *back = xasprintf("%.*s://%s%s", (int)strcspn(access, ":"), access, a->r.host,
+                               c->ex->req.target);
+        apps_reply_auth_redirect(c, back);
+        free(back);
+    } else if (status == 404)
         api_reply_error(c, 404, "Resource not found or you do not have access to this resource",
                         NULL);
     api_auth_failure_fini(&why);

@@ -31,6 +31,10 @@ int apps_authorize(struct api_ctx *c, bool signed_in, enum app_access access, co
                    const char *workspace, const char *agent, const char *slug, struct app_grant *g);
 void app_grant_fini(struct app_grant *g);
 
+/* 303 to the primary's auth-redirect, which sends a browser signed in at the primary back to
+ * app_url (the app as the user opened it) with an encrypted key (CODER-COMPAT §5.3). */
+void apps_reply_auth_redirect(struct api_ctx *c, const char *app_url);
+
 /* Upgrades ex (an authorized port-forward request) into a byte stream to 127.0.0.1:port in the
  * agent's workspace, once the agent connected; else answers 502 with the agent's reason. */
 void apps_port_forward(struct primary *p, struct http_exchange *ex, const char *agent_id, int port);
