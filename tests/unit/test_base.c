@@ -184,6 +184,8 @@ test_time(void **state)
     char out[64];
     time_format_rfc3339(0, out, sizeof(out));
     assert_true(str_has_prefix(out, "1970-01-01T00:00:00"));
+    time_format_http(784111777, out, sizeof(out)); /* RFC 9110's example */
+    assert_string_equal(out, "Sun, 06 Nov 1994 08:49:37 GMT");
     int64_t ms;
     assert_int_equal(time_parse_rfc3339("2026-11-25T10:20:30.5Z", &ms), 0);
     time_format_rfc3339(ms, out, sizeof(out));

@@ -2,6 +2,7 @@
 #include "appproxy/cookies.h"
 #include "base/buf.h"
 #include "base/crypto.h"
+#include "base/timeutil.h"
 #include "base/util.h"
 
 #include <stdio.h>
@@ -115,10 +116,7 @@ app_set_token_cookie(struct http_exchange *ex, const struct app_request *r, cons
                      int64_t exp_s, bool secure)
 {
     char when[64];
-    time_t t = (time_t)exp_s;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    time_format_http(exp_s, when, sizeof(when));
     http_exchange_header_printf(ex, "Set-Cookie", "%s=%s; Path=%s; Expires=%s; HttpOnly%s",
                                 APP_TOKEN_COOKIE, token, r->base_path, when,
                                 secure ? "; Secure" : "");

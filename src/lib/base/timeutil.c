@@ -23,6 +23,15 @@ time_mono_ms(void)
 }
 
 void
+time_format_http(int64_t unix_s, char *out, size_t cap)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+void
 time_format_rfc3339(int64_t ms, char *out, size_t cap)
 {
     time_t sec = (time_t)(ms / 1000);

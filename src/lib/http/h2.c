@@ -11,6 +11,7 @@
  * lower case. Upgrades (WebSocket) stay on HTTP/1.1: no extended CONNECT is offered, so
  * browsers open an HTTP/1.1 connection for them. */
 #include "base/log.h"
+#include "base/timeutil.h"
 #include "base/util.h"
 #include "http/realip.h"
 #include "http/server-int.h"
@@ -127,10 +128,7 @@ send_head(struct http_exchange *ex, int status, bool end_stream, const size_t *l
         h[n++] = (struct tunnel_header){"content-length", len};
     }
     if (!http_exchange_has_header(ex, "Date")) { /* an app's own Date stands */
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        time_format_http(time(NULL), date, sizeof(date));
         h[n++] = (struct tunnel_header){"date", date};
     }
     int rc = tunnel_stream_respond(r->ts, status, h, n, end_stream);

@@ -326,10 +326,7 @@ serialize_response(struct http_exchange *ex, struct buf *out)
     if (!no_body)
         buf_printf(out, "Content-Length: %zu\r\n", ex->rbody.len);
     char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    time_format_http(time(NULL), date, sizeof(date));
     buf_printf(out, "Date: %s\r\n", date);
     if (ex->close_after)
         buf_puts(out, "Connection: close\r\n");
