@@ -5,6 +5,7 @@
 #include "appproxy/relay.h"
 #include "base/buf.h"
 #include "base/util.h"
+#include "http/common.h"
 #include "net/tls.h"
 #include "tunnel/conn.h"
 #include "tunnel/tunnel.h"
@@ -65,20 +66,6 @@ relay_free(struct relay *r)
     buf_fini(&r->field);
     buf_fini(&r->value);
     free(r);
-}
-
-static const char *const hop_headers[] = {
-    "connection", "keep-alive", "proxy-connection",    "transfer-encoding",  "upgrade",
-    "te",         "trailer",    "proxy-authorization", "proxy-authenticate", NULL};
-
-static bool
-is_hop(const char *name)
-{
-    for (size_t i = 0; hop_headers[i]; i++) {
-        if (str_eq_ci(name, hop_headers[i]))
-            return true;
-    }
-    return false;
 }
 
 static void
@@ -551,8 +538,8 @@ u_flush_header(struct relay *r)
     bool vary = str_eq_ci(name, "vary");
     if (vary)
         strip_cors_vary(value);
-    if (!is_hop(name) && strncasecmp(name, "access-control-", 15) != 0 && (!vary || *value) &&
-        r->ex->nrheaders < MAX_UPSTREAM_HEADERS)
+    if (!http_header_hop_by_hop(name) && strncasecmp(name, "access-control-", 15) != 0 &&
+        (!vary || *value) && r->ex->nrheaders < MAX_UPSTREAM_HEADERS)
         http_exchange_header(r->ex, name, value);
     free(name);
     free(value);
@@ -918,9 +905,9 @@ build_request(struct relay *r, struct buf *b)
     for (size_t i = 0; i < ex->req.nheaders; i++) {
         const char *n = ex->req.headers[i].name, *v = ex->req.headers[i].value;
         /* Forwarding headers are ours to set: a client's, in any spelling, never pass. */
-        if (is_hop(n) || str_eq_ci(n, "host") || str_eq_ci(n, "coder-session-token") ||
-            strncasecmp(n, "x-forwarded-", 12) == 0 || str_eq_ci(n, "forwarded") ||
-            str_eq_ci(n, "x-real-ip"))
+        if (http_header_hop_by_hop(n) || str_eq_ci(n, "host") ||
+            str_eq_ci(n, "coder-session-token") || strncasecmp(n, "x-forwarded-", 12) == 0 ||
+            str_eq_ci(n, "forwarded") || str_eq_ci(n, "x-real-ip"))
             continue;
         if (str_eq_ci(n, "cookie")) {
             /* Drop Coder's cookies; keep the app's own. */

@@ -1,4 +1,5 @@
 #include "http/common.h"
+#include "base/util.h"
 
 void
 http_common_headers(struct http_exchange *ex, int64_t hsts_max_age, const char *hsts_opts)
@@ -30,4 +31,17 @@ http_common_latency_check(struct http_exchange *ex, void *arg)
     http_exchange_header(ex, "Access-Control-Allow-Methods", "*");
     http_exchange_header(ex, "Access-Control-Allow-Credentials", "false");
     http_reply_text(ex, 200, "text/plain; charset=utf-8", "OK");
+}
+
+bool
+http_header_hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {
+        "connection", "keep-alive", "proxy-connection",    "transfer-encoding", "upgrade",
+        "te",         "trailer",    "proxy-authorization", "proxy-authenticate"};
+    for (size_t i = 0; i < ARRAY_LEN(hop); i++) {
+        if (str_eq_ci(name, hop[i]))
+            return true;
+    }
+    return false;
 }

@@ -5,6 +5,7 @@
 
 #include "http/server.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* X-Coder-Build-Version, X-Content-Type-Options, and Strict-Transport-Security on TLS
@@ -14,5 +15,10 @@ void http_common_headers(struct http_exchange *ex, int64_t hsts_max_age, const c
 void http_common_healthz(struct http_exchange *ex, void *arg);
 /* 200 "OK" with the CORS and Timing-Allow-Origin headers browsers need to time it. */
 void http_common_latency_check(struct http_exchange *ex, void *arg);
+
+/* A header that belongs to one connection, not to the message (RFC 9110 §7.6.1, and the
+ * connection-specific fields of RFC 9113 §8.2.2): never forwarded by a proxy, never sent on
+ * HTTP/2. */
+bool http_header_hop_by_hop(const char *name);
 
 #endif

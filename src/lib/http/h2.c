@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
+#include "http/common.h"
 #include "http/realip.h"
 #include "http/server-int.h"
 #include "tunnel/conn.h"
@@ -92,18 +93,6 @@ exchange_done(struct http_exchange *ex)
 
 /* ---- responses ---- */
 
-static bool
-connection_specific(const char *name)
-{
-    static const char *const drop[] = {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", NULL};
-    for (size_t i = 0; drop[i]; i++) {
-        if (str_eq_ci(name, drop[i]))
-            return true;
-    }
-    return false;
-}
-
 /* Sends the head: lower-cased names, no connection-specific fields, a Date, and the body's
  * length when known. */
 static int
@@ -117,7 +106,7 @@ send_head(struct http_exchange *ex, int status, bool end_stream, const size_t *l
     char **names = xcalloc(ex->nrheaders + 1, sizeof(char *));
     for (size_t i = 0; i < ex->nrheaders; i++) {
         const char *name = ex->rheaders[i].name;
-        if (connection_specific(name) || (length && str_eq_ci(name, "content-length")))
+        if (http_header_hop_by_hop(name) || (length && str_eq_ci(name, "content-length")))
             continue;
         names[i] = str_lower(xstrdup(name));
         h[n++] = (struct tunnel_header){names[i], ex->rheaders[i].value};
