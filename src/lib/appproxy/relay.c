@@ -263,9 +263,10 @@ idle_take(struct tunnel *t, const char *key)
 }
 
 /* Ends the client's side (once) and lets go of the tunnel stream. clean: the app's response
- * is complete; otherwise a begun response is cut off, so the client cannot take it as whole. */
+ * is complete; otherwise a begun response is cut off, so the client cannot take it as whole,
+ * and one not begun is a 502 saying why. Frees r at once when the stream is gone already. */
 static void
-finish(struct relay *r, bool clean)
+finish_why(struct relay *r, bool clean, const char *why)
 {
     if (r->done)
         return;
@@ -276,8 +277,7 @@ finish(struct relay *r, bool clean)
     else if (r->begun)
         http_exchange_abort(ex);
     else
-        app_fail_page(ex, 502, "Failed to proxy request to application.",
-                      "The application closed the connection without an answer.");
+        app_fail_page(ex, 502, "Failed to proxy request to application.", why);
     if (r->ts) {
         /* A complete answer ends our side: the stream closes when the app's connection does
          * (we asked it to close), without a RST_STREAM. Resets are for aborts only: an agent
@@ -291,6 +291,12 @@ finish(struct relay *r, bool clean)
     } else {
         relay_free(r);
     }
+}
+
+static void
+finish(struct relay *r, bool clean)
+{
+    finish_why(r, clean, "The application closed the connection without an answer.");
 }
 
 /* ---- an upgraded connection to an https app: client bytes <-> TLS <-> tunnel stream ---- */
@@ -659,10 +665,7 @@ t_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, s
         if (strcmp(h[i].name, "coder-error") == 0)
             why = h[i].value;
     }
-    r->done = true;
-    app_fail_page(r->ex, 502, "Failed to proxy request to application.", why);
-    tunnel_stream_reset(r->ts, TUNNEL_CANCEL);
-    r->ts = NULL;
+    finish_why(r, false, why);
 }
 
 /* The app's response bytes (plaintext): n_wire is what they cost on the tunnel stream, which
@@ -689,17 +692,10 @@ deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, si
         return true;
     }
     if (e != HPE_OK) {
-        if (!r->begun) {
-            r->done = true;
-            app_fail_page(r->ex, 502, "Failed to proxy request to application.",
-                          r->bad_accept ? "The application's 101 does not answer the WebSocket key."
-                                        : "The application's response is not valid HTTP/1.1.");
-            tunnel_stream_reset(s, TUNNEL_CANCEL);
-            r->ts = NULL;
-        } else {
-            finish(r, false);
-        }
         tunnel_stream_consumed(s, n_wire);
+        finish_why(r, false,
+                   r->bad_accept ? "The application's 101 does not answer the WebSocket key."
+                                 : "The application's response is not valid HTTP/1.1.");
         return true;
     }
     /* Acknowledge what went into the client's queue; hold the rest until it drains. */
@@ -739,18 +735,11 @@ tls_data(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n)
         free(failed); /* ended (r may be gone), or nothing more to say */
         return;
     }
-    if (r->begun) {
-        /* A close after the response began: complete only if the parser agrees. */
-        llhttp_errno_t e = llhttp_finish(&r->parser);
-        finish(r, e == HPE_OK || e == HPE_PAUSED);
-    } else {
-        r->done = true;
-        char *detail = xasprintf("TLS with the application failed: %s", failed);
-        app_fail_page(r->ex, 502, "Failed to proxy request to application.", detail);
-        free(detail);
-        tunnel_stream_reset(s, TUNNEL_CANCEL);
-        r->ts = NULL;
-    }
+    /* A close after the response began is complete only if the parser agrees. */
+    llhttp_errno_t e = r->begun ? llhttp_finish(&r->parser) : HPE_INTERNAL;
+    char *detail = xasprintf("TLS with the application failed: %s", failed);
+    finish_why(r, e == HPE_OK || e == HPE_PAUSED, detail);
+    free(detail);
     free(failed);
 }
 
@@ -824,16 +813,10 @@ t_close(struct tunnel_stream *s, uint32_t code, void *arg)
     (void)s;
     struct relay *r = arg;
     r->ts = NULL;
-    if (!r->done) {
-        if (r->begun) {
-            finish(r, false); /* reset mid-response */
-            return;
-        }
-        r->done = true;
-        app_fail_page(r->ex, 502, "Failed to proxy request to application.",
-                      code ? "the connection to the application was reset" : "no answer");
-    }
-    relay_free(r);
+    if (r->done)
+        relay_free(r);
+    else /* reset mid-response, or before any answer; frees r (the stream is gone) */
+        finish_why(r, false, code ? "the connection to the application was reset" : "no answer");
 }
 
 static const struct tunnel_stream_cbs stream_cbs = {t_response, t_data, t_end, t_writable, t_close};
