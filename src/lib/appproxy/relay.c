@@ -299,175 +299,6 @@ finish(struct relay *r, bool clean)
     finish_why(r, clean, "The application closed the connection without an answer.");
 }
 
-/* ---- an upgraded connection to an https app: client bytes <-> TLS <-> tunnel stream ---- */
-
-struct tls_pipe {
-    struct tunnel_stream *ts;
-    struct net_stream *ns;
-    struct tls_session *tls;
-    struct buf out, plain;
-    size_t owed;      /* tunnel bytes whose plaintext waits in the client's queue */
-    bool client_full; /* the client's queue is above its mark: acknowledge on drain */
-};
-
-static void
-tp_maybe_free(struct tls_pipe *p)
-{
-    if (p->ts || p->ns)
-        return;
-    tls_session_free(p->tls);
-    buf_fini(&p->out);
-    buf_fini(&p->plain);
-    free(p);
-}
-
-/* Sends what the TLS session has for the app. Returns what tunnel_stream_write returns. */
-static int
-tp_flush(struct tls_pipe *p)
-{
-    buf_reset(&p->out);
-    if (tls_session_take_output(p->tls, &p->out) == 0 || !p->ts)
-        return 1;
-    return tunnel_stream_write(p->ts, p->out.data, p->out.len);
-}
-
-static void
-tp_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
-{
-    struct tls_pipe *p = arg;
-    tls_session_feed(p->tls, d, n);
-    buf_reset(&p->plain);
-    const char *why = NULL;
-    int k;
-    do {
-        buf_reserve(&p->plain, 16384);
-        k = tls_session_read(p->tls, p->plain.data + p->plain.len, 16384, &why);
-        if (k > 0)
-            p->plain.len += (size_t)k;
-    } while (k > 0);
-    tp_flush(p);
-    if (!p->ns) {
-        tunnel_stream_consumed(ts, n);
-        return;
-    }
-    if (p->plain.len && net_stream_write(p->ns, p->plain.data, p->plain.len) == 0)
-        p->client_full = true;
-    p->owed += n;
-    if (!p->client_full) {
-        tunnel_stream_consumed(ts, p->owed);
-        p->owed = 0;
-    }          /* else acknowledged when the client drains, whether or not n held plaintext */
-    if (k < 0) /* the app closed TLS (or broke it): the client's side ends too */
-        net_stream_shutdown(p->ns);
-}
-
-static void
-tp_end(struct tunnel_stream *ts, void *arg)
-{
-    (void)ts;
-    struct tls_pipe *p = arg;
-    if (p->ns)
-        net_stream_shutdown(p->ns);
-}
-
-static void
-tp_writable(struct tunnel_stream *ts, void *arg)
-{
-    (void)ts;
-    struct tls_pipe *p = arg;
-    if (p->ns)
-        net_stream_resume(p->ns);
-}
-
-static void
-tp_close(struct tunnel_stream *ts, uint32_t code, void *arg)
-{
-    (void)ts;
-    (void)code;
-    struct tls_pipe *p = arg;
-    p->ts = NULL;
-    if (p->ns)
-        net_stream_close(p->ns);
-    tp_maybe_free(p);
-}
-
-static const struct tunnel_stream_cbs tls_pipe_tcbs = {NULL, tp_data, tp_end, tp_writable,
-                                                       tp_close};
-
-static void
-tpn_read(struct net_stream *ns, const uint8_t *d, size_t n, void *arg)
-{
-    struct tls_pipe *p = arg;
-    if (!p->ts || tls_session_write(p->tls, d, n) < 0) {
-        net_stream_close(ns);
-        return;
-    }
-    if (tp_flush(p) == 0)
-        net_stream_pause(ns); /* resumed by tp_writable */
-}
-
-static void
-tpn_eof(struct net_stream *ns, void *arg)
-{
-    (void)ns;
-    struct tls_pipe *p = arg;
-    if (!p->ts)
-        return;
-    tls_session_shutdown(p->tls); /* close_notify, then FIN */
-    tp_flush(p);
-    tunnel_stream_end(p->ts);
-}
-
-static void
-tpn_drain(struct net_stream *ns, void *arg)
-{
-    (void)ns;
-    struct tls_pipe *p = arg;
-    p->client_full = false;
-    if (p->ts && p->owed) {
-        tunnel_stream_consumed(p->ts, p->owed);
-        p->owed = 0;
-    }
-}
-
-static void
-tpn_close(struct net_stream *ns, const char *why, void *arg)
-{
-    (void)ns;
-    struct tls_pipe *p = arg;
-    p->ns = NULL;
-    if (p->ts) {
-        if (why)
-            tunnel_stream_reset(p->ts, TUNNEL_CANCEL); /* tp_close frees p */
-        else
-            tunnel_stream_end(p->ts);
-        return;
-    }
-    tp_maybe_free(p);
-}
-
-static const struct net_stream_cbs tls_pipe_ncbs = {NULL, tpn_read, tpn_eof, tpn_drain, tpn_close};
-
-/* Joins the client's upgraded connection to the app through the relay's TLS session: rest is
- * plaintext the app sent after its 101, early what the client sent after its request. */
-static void
-tls_pipe(struct tunnel_stream *ts, struct net_stream *ns, struct tls_session *tls,
-         const uint8_t *rest, size_t nrest, const struct buf *early)
-{
-    struct tls_pipe *p = xcalloc(1, sizeof(*p));
-    p->ts = ts;
-    p->ns = ns;
-    p->tls = tls;
-    buf_init(&p->out);
-    buf_init(&p->plain);
-    tunnel_stream_bind(ts, &tls_pipe_tcbs, p);
-    net_stream_bind(ns, &tls_pipe_ncbs, p);
-    if (nrest)
-        net_stream_write(ns, rest, nrest);
-    if (early->len && tls_session_write(tls, early->data, early->len) == 0)
-        tp_flush(p);
-}
-
 /* ---- the app's response ---- */
 
 /* The app switched protocols: the client's connection becomes a byte stream joined to the app's
@@ -487,19 +318,15 @@ switch_protocols(struct relay *r, struct tunnel_stream *s, const uint8_t *rest, 
         tunnel_stream_reset(s, TUNNEL_CANCEL); /* t_close frees r */
         return;
     }
+    /* Client bytes that came early go to the app (through TLS for an https app, before the
+     * session changes hands); the app's first bytes after its 101 go to the client. */
+    if (early.len)
+        up_write(r, early.data, early.len);
     r->ts = NULL;
-    if (r->tls) {
-        /* An https app: the pipe keeps the TLS session between the two. */
-        struct tls_session *tls = r->tls;
-        r->tls = NULL;
-        tls_pipe(s, st, tls, rest, nrest, &early);
-    } else {
-        tunnel_pipe(s, st); /* the pipe owns both ends now; r's callbacks are gone */
-        if (nrest)
-            net_stream_write(st, rest, nrest);
-        if (early.len)
-            tunnel_stream_write(s, early.data, early.len);
-    }
+    if (nrest)
+        net_stream_write(st, rest, nrest);
+    tunnel_pipe(s, st, r->tls); /* the pipe owns both ends (and the TLS session) now */
+    r->tls = NULL;
     buf_fini(&early);
     relay_free(r);
 }
@@ -1061,7 +888,7 @@ pf_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, 
         return;
     }
     free(f); /* the pipe owns both ends from here */
-    tunnel_pipe(s, st);
+    tunnel_pipe(s, st, NULL);
     if (early.len)
         tunnel_stream_write(s, early.data, early.len);
     buf_fini(&early);

@@ -376,16 +376,36 @@ struct pipe {
     struct tunnel_stream *ts;
     struct net_stream *ns;
     size_t owed;         /* tunnel bytes written to ns but not yet acknowledged */
+    bool ns_full;        /* ns's queue is above its mark: acknowledge when it drains */
     bool respond;        /* answer the stream when ns connects (CONNECT) */
     bool ns_eof_sent;    /* ns EOF carried to the tunnel stream */
     bool answered_error; /* a 502 went out with END_STREAM */
+    /* TLS between ns's plaintext and the tunnel stream (an https app behind a relay), or NULL,
+     * and what passes through it each way. */
+    struct tls_session *tls;
+    struct buf out, plain;
 };
 
 static void
 pipe_maybe_free(struct pipe *p)
 {
-    if (!p->ts && !p->ns)
-        free(p);
+    if (p->ts || p->ns)
+        return;
+    if (p->tls)
+        tls_session_free(p->tls);
+    buf_fini(&p->out);
+    buf_fini(&p->plain);
+    free(p);
+}
+
+/* Sends what the TLS layer has for the tunnel. Returns what tunnel_stream_write returns. */
+static int
+pipe_tls_flush(struct pipe *p)
+{
+    buf_reset(&p->out);
+    if (tls_session_take_output(p->tls, &p->out) == 0 || !p->ts)
+        return 1;
+    return tunnel_stream_write(p->ts, p->out.data, p->out.len);
 }
 
 static void
@@ -396,14 +416,34 @@ pt_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
         tunnel_stream_consumed(ts, n);
         return;
     }
-    int rc = net_stream_write(p->ns, d, n);
-    if (rc == 1) {
-        /* The socket's queue is under its mark: these bytes (and any owed) count as written. */
-        tunnel_stream_consumed(ts, p->owed + n);
-        p->owed = 0;
-    } else {
-        p->owed += n; /* acknowledged when the socket drains */
+    const uint8_t *out = d;
+    size_t nout = n;
+    bool tls_closed = false;
+    if (p->tls) { /* decrypt; a DATA frame may hold no whole record */
+        tls_session_feed(p->tls, d, n);
+        buf_reset(&p->plain);
+        const char *why = NULL;
+        int k;
+        do {
+            buf_reserve(&p->plain, 16384);
+            k = tls_session_read(p->tls, p->plain.data + p->plain.len, 16384, &why);
+            if (k > 0)
+                p->plain.len += (size_t)k;
+        } while (k > 0);
+        pipe_tls_flush(p); /* what the session answers (key updates, close_notify) */
+        out = (const uint8_t *)p->plain.data;
+        nout = p->plain.len;
+        tls_closed = k < 0;
     }
+    if (nout && net_stream_write(p->ns, out, nout) == 0)
+        p->ns_full = true;
+    p->owed += n;
+    if (!p->ns_full) { /* under the socket's mark: these bytes (and any owed) count as written */
+        tunnel_stream_consumed(ts, p->owed);
+        p->owed = 0;
+    }
+    if (tls_closed) /* the app closed TLS (or broke it): its side ends */
+        net_stream_shutdown(p->ns);
 }
 
 static void
@@ -459,11 +499,11 @@ static void
 pn_read(struct net_stream *ns, const uint8_t *d, size_t n, void *arg)
 {
     struct pipe *p = arg;
-    if (!p->ts) {
+    if (!p->ts || (p->tls && tls_session_write(p->tls, d, n) < 0)) {
         net_stream_close(ns);
         return;
     }
-    if (tunnel_stream_write(p->ts, d, n) == 0)
+    if ((p->tls ? pipe_tls_flush(p) : tunnel_stream_write(p->ts, d, n)) == 0)
         net_stream_pause(ns); /* resumed by pt_writable */
 }
 
@@ -473,8 +513,13 @@ pn_eof(struct net_stream *ns, void *arg)
     (void)ns;
     struct pipe *p = arg;
     p->ns_eof_sent = true;
-    if (p->ts)
-        tunnel_stream_end(p->ts);
+    if (!p->ts)
+        return;
+    if (p->tls) {
+        tls_session_shutdown(p->tls); /* close_notify, then the end */
+        pipe_tls_flush(p);
+    }
+    tunnel_stream_end(p->ts);
 }
 
 static void
@@ -482,6 +527,7 @@ pn_drain(struct net_stream *ns, void *arg)
 {
     (void)ns;
     struct pipe *p = arg;
+    p->ns_full = false;
     if (p->ts && p->owed) {
         tunnel_stream_consumed(p->ts, p->owed);
         p->owed = 0;
@@ -495,7 +541,7 @@ pn_close(struct net_stream *ns, const char *why, void *arg)
     struct pipe *p = arg;
     p->ns = NULL;
     if (!p->ts) {
-        free(p);
+        pipe_maybe_free(p);
         return;
     }
     if (p->answered_error)
@@ -517,11 +563,14 @@ pn_close(struct net_stream *ns, const char *why, void *arg)
 static const struct net_stream_cbs pipe_ncbs = {pn_connect, pn_read, pn_eof, pn_drain, pn_close};
 
 void
-tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns)
+tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns, struct tls_session *tls)
 {
     struct pipe *p = xcalloc(1, sizeof(*p));
     p->ts = ts;
     p->ns = ns;
+    p->tls = tls;
+    buf_init(&p->out);
+    buf_init(&p->plain);
     tunnel_stream_bind(ts, &pipe_tcbs, p);
     net_stream_bind(ns, &pipe_ncbs, p);
 }
@@ -548,6 +597,8 @@ tunnel_connect_stream(uv_loop_t *loop, struct tunnel_stream *ts, const char *aut
     struct pipe *p = xcalloc(1, sizeof(*p));
     p->ts = ts;
     p->respond = true;
+    buf_init(&p->out);
+    buf_init(&p->plain);
     tunnel_stream_bind(ts, &pipe_tcbs, p);
     p->ns = net_stream_dial(loop, host, port, NULL, NULL, 10000, &pipe_ncbs, p);
 }

@@ -46,8 +46,10 @@ struct tunnel_conn *tunnel_dial(uv_loop_t *loop, const char *url, const char *pa
 
 /* Joins a tunnel stream and a TCP stream: bytes flow both ways, each direction paused while
  * the other end is full, half-closes carried across, and an abort on either side resets the
- * other. The pipe frees itself when both sides closed. */
-void tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns);
+ * other. tls (taken over, or NULL): a client TLS session between them, the tunnel side
+ * carrying its records and the TCP side its plaintext (an upgraded connection to an https
+ * app). The pipe frees itself when both sides closed. */
+void tunnel_pipe(struct tunnel_stream *ts, struct net_stream *ns, struct tls_session *tls);
 
 /* The agent's CONNECT handler body: dials authority ("host:port") and answers the stream 200
  * once connected (then pipes), or 502 with a coder-error header. Data the region sent early is
