@@ -42,14 +42,17 @@ app_url_at_proxy(json_t *j, json_t *req, enum app_access access)
         host = url_authority(&u);
     } else if (wildcard && wildcard[0] == '*') {
         struct apphost_app app = {0};
-        const char *fields[][2] = {{"app_prefix", app.prefix},
-                                   {"app_slug_or_port", app.app_slug_or_port},
-                                   {"agent_name_or_id", app.agent},
-                                   {"workspace_name_or_id", app.workspace},
-                                   {"username_or_id", app.username}};
+        const struct {
+            const char *field;
+            char *dest; /* APPHOST_MAX_HOSTNAME + 1 bytes */
+        } fields[] = {{"app_prefix", app.prefix},
+                      {"app_slug_or_port", app.app_slug_or_port},
+                      {"agent_name_or_id", app.agent},
+                      {"workspace_name_or_id", app.workspace},
+                      {"username_or_id", app.username}};
         for (size_t i = 0; i < ARRAY_LEN(fields); i++) {
-            const char *v = api_str_field(req, fields[i][0], &bad);
-            snprintf((char *)fields[i][1], APPHOST_MAX_HOSTNAME + 1, "%s", v ? v : "");
+            const char *v = api_str_field(req, fields[i].field, &bad);
+            snprintf(fields[i].dest, APPHOST_MAX_HOSTNAME + 1, "%s", v ? v : "");
         }
         char *sub = apphost_format(&app);
         bool has_port = strchr(wildcard, ':') != NULL;
