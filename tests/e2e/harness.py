@@ -984,6 +984,24 @@ class Stack:
     def start_proxy(self, token, **kw):
         return self.ctx.wsproxy(self.primary.url, token, **kw)
 
+    def create_workspace(self, name, *args):
+        """`coder create NAME ARGS...`; returns the agent token it prints once."""
+        r = self.client.run("create", name, *args)
+        assert r.rc == 0, r
+        return r.stdout.split("Agent token: ", 1)[1].split()[0]
+
+    def start_agent(self, token, name="agent", region="primary", extra_env=None, timeout=20.0):
+        """Starts `coder agent` for a workspace and, unless region is None, waits until it
+        holds a tunnel to that region (its log line "connected to URL (REGION)")."""
+        agent = self.ctx.process(name, ["agent"], {"CODER_AGENT_URL": self.primary.url,
+                                                   "CODER_AGENT_TOKEN": token,
+                                                   **(extra_env or {})})
+        agent.start()
+        if region is not None:
+            wait_for(lambda: f"({region})" in agent.stderr(), timeout, 0.05,
+                     f"agent tunnel to {region}")
+        return agent
+
 
 # Fields that identify what is stored about a proxy (status and timestamps of the synthetic
 # primary entry are volatile and excluded).

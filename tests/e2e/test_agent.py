@@ -12,20 +12,15 @@ def _agent_status(stack, name):
     return ws["latest_build"]["resources"][0]["agents"][0]["status"]
 
 
-def _create(stack, name):
-    r = stack.client.run("create", name)
-    assert r.rc == 0, r
-    return r.stdout.split("Agent token: ", 1)[1].split()[0]
-
-
 def _agent(stack, token, name="agent"):
+    """Not started: these tests watch it start, die and come back."""
     return stack.ctx.process(name, ["agent"], {"CODER_AGENT_URL": stack.primary.url,
                                                "CODER_AGENT_TOKEN": token})
 
 
 def test_agent_connects_dies_and_returns(ctx):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     assert _agent_status(stack, "dev") == "connecting"
     agent = _agent(stack, token)
     agent.start()
@@ -47,7 +42,7 @@ def test_agent_connects_dies_and_returns(ctx):
 
 def test_agent_survives_a_primary_restart(ctx):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     agent = _agent(stack, token)
     agent.start()
     wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
@@ -63,7 +58,7 @@ def test_agent_survives_a_primary_restart(ctx):
 
 def test_agent_with_a_wrong_token_keeps_trying(ctx):
     stack = ctx.stack()
-    _create(stack, "dev")
+    stack.create_workspace("dev")
     agent = _agent(stack, "00000000-0000-4000-8000-000000000000")
     agent.start()
     wait_for(lambda: "the agent token is not valid" in agent.stderr(), 5, 0.1, "401 logged")
@@ -73,7 +68,7 @@ def test_agent_with_a_wrong_token_keeps_trying(ctx):
 
 def test_deleted_workspace_agent_is_refused(ctx):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     assert stack.client.run("delete", "dev", "-y").rc == 0
     agent = _agent(stack, token)
     agent.start()
@@ -99,7 +94,7 @@ def test_agent_bad_settings(ctx, env, message):
 
 def test_agent_token_file(ctx, tmp_path):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     f = tmp_path / "token"
     f.write_text(token + "\n")
     agent = stack.ctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
@@ -110,7 +105,7 @@ def test_agent_token_file(ctx, tmp_path):
 
 def test_deleting_the_workspace_closes_its_tunnel(ctx):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     agent = _agent(stack, token)
     agent.start()
     wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
@@ -122,7 +117,7 @@ def test_deleting_the_workspace_closes_its_tunnel(ctx):
 
 def test_a_crashed_primary_does_not_show_stale_connections(ctx):
     stack = ctx.stack()
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     agent = _agent(stack, token)
     agent.start()
     wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
@@ -161,7 +156,7 @@ def test_agent_tunnels_to_a_proxy_with_its_ticket(ctx):
     _, ptoken = stack.create_proxy("ny")
     proxy = stack.start_proxy(ptoken, name="ny", tls=False).start()
     stack.wait_status("ny", "ok")
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     agent = _agent(stack, token)
     agent.start()
     # One tunnel to the primary, one to the proxy (after the first region poll).
@@ -181,9 +176,9 @@ def test_proxy_refuses_tunnels_without_a_valid_ticket(ctx):
     proxy = stack.start_proxy(ptoken, name="ny", tls=False).start()
     stack.wait_status("ny", "ok")
     _, other_token = stack.create_proxy("other")
-    other = stack.start_proxy(other_token, name="other", tls=False).start()
+    stack.start_proxy(other_token, name="other", tls=False).start()  # tickets for another proxy
     stack.wait_status("other", "ok")
-    token = _create(stack, "dev")
+    token = stack.create_workspace("dev")
     regions = Api(stack.primary.url, token).get("/api/v2/workspaceagents/me/regions").json()
     tickets = {g["name"]: g.get("tunnel_ticket") for g in regions["regions"]}
     port = proxy.http_port
@@ -205,10 +200,10 @@ def test_a_full_region_refuses_more_tunnels(ctx):
     """--max-agent-tunnels 1: a second agent hears 429 and keeps trying; once the first leaves,
     the second gets in."""
     stack = ctx.stack(extra_args=["--max-agent-tunnels", "1"])
-    one = _agent(stack, _create(stack, "one"), "agent-one")
+    one = _agent(stack, stack.create_workspace("one"), "agent-one")
     one.start()
     wait_for(lambda: _agent_status(stack, "one") == "connected", 10, 0.1, "first agent")
-    two = _agent(stack, _create(stack, "two"), "agent-two")
+    two = _agent(stack, stack.create_workspace("two"), "agent-two")
     two.start()
     wait_for(lambda: "status 429: Too many tunnels." in two.stderr(), 10, 0.1, "429")
     assert _agent_status(stack, "two") == "connecting"

@@ -89,13 +89,9 @@ def app_port():
 @pytest.fixture(scope="module")
 def env(mctx, app_port):
     stack = mctx.stack()
-    r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
-                         "--app", f"gone=http://127.0.0.1:{free_port()}")
-    assert r.rc == 0, r
-    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                              "CODER_AGENT_TOKEN": token})
-    agent.start()
+    token = stack.create_workspace("dev", "--app", f"site=http://127.0.0.1:{app_port}",
+                                   "--app", f"gone=http://127.0.0.1:{free_port()}")
+    agent = stack.start_agent(token, region=None)
 
     def connected():
         ws = stack.api.get("/api/v2/users/me/workspace/dev").json()
@@ -206,17 +202,12 @@ def test_app_down_and_agent_down(env):
 
 def test_subdomain_apps_and_sharing(env, app_port):
     stack, _, s = env
-    r = stack.client.run(
-        "create", "sub", "--agent", "main",
+    token = stack.create_workspace(
+        "sub", "--agent", "main",
         "--app", f"own=http://127.0.0.1:{app_port},subdomain",
         "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
         "--app", f"team=http://127.0.0.1:{app_port},subdomain,share=authenticated")
-    assert r.rc == 0, r
-    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = stack.ctx.process("agent-sub", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                                       "CODER_AGENT_TOKEN": token})
-    agent.start()
-    wait_for(lambda: "agent: connected to" in agent.stderr(), 10, 0.1, "agent connected")
+    agent = stack.start_agent(token, "agent-sub")
     port = stack.primary.url.rsplit(":", 1)[1]
 
     def get(sub, session=None, path="/headers"):
@@ -384,13 +375,8 @@ def _ws_connect(stack, path, base_url=None):
 
 def test_websocket_echo_through_the_relay(env, ws_port):
     stack, _, _ = env
-    r = stack.client.run("create", "wsws", "--app", f"ws=http://127.0.0.1:{ws_port}")
-    assert r.rc == 0, r
-    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = stack.ctx.process("agent-ws", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                                      "CODER_AGENT_TOKEN": token})
-    agent.start()
-    wait_for(lambda: "agent: connected to" in agent.stderr(), 10, 0.1, "agent connected")
+    token = stack.create_workspace("wsws", "--app", f"ws=http://127.0.0.1:{ws_port}")
+    agent = stack.start_agent(token, "agent-ws")
     s, head, key = _ws_connect(stack, f"/@{OWNER_USERNAME}/wsws/apps/ws/echo")
     assert head.startswith(b"HTTP/1.1 101"), head
     accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())

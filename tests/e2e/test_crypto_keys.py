@@ -62,9 +62,7 @@ def test_agent_regions_carry_tickets_for_healthy_proxies(ctx):
 
     stack = ctx.stack(health_interval="1s")
     created, ptoken = stack.create_proxy("ny")
-    r = stack.client.run("create", "dev")
-    assert r.rc == 0, r
-    atoken = r.stdout.split("Agent token: ", 1)[1].split()[0]
+    atoken = stack.create_workspace("dev")
     agent_api = Api(stack.primary.url, atoken)
 
     def regions():
@@ -165,7 +163,6 @@ def test_keys_rotate_and_proxies_follow(ctx):
     fetching it (an unknown kid), while a token from before the rotation still works."""
     import base64
     import json
-    import time
 
     import requests
 
@@ -178,13 +175,8 @@ def test_keys_rotate_and_proxies_follow(ctx):
         stack = ctx.stack(extra_args=["--crypto-key-rotation-interval", "1s"])
         _, token = stack.create_proxy("rot")
         proxy = stack.start_proxy(token, name="rot", tls=False).start()
-        r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{port}")
-        assert r.rc == 0, r
-        agent_token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-        agent = ctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                                 "CODER_AGENT_TOKEN": agent_token})
-        agent.start()
-        wait_for(lambda: "(rot)" in agent.stderr(), 20, 0.1, "agent tunnel to the proxy")
+        agent_token = stack.create_workspace("dev", "--app", f"site=http://127.0.0.1:{port}")
+        stack.start_agent(agent_token, region="rot")
         url = f"{proxy.http_url}/@{OWNER_USERNAME}/dev/apps/site/"
         session = {"Coder-Session-Token": stack.client.token()}
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import OWNER_USERNAME, wait_for
+from harness import OWNER_USERNAME
 from test_apps import BIG, _blob, app_port  # noqa: F401 - the app server (fixture)
 
 
@@ -17,14 +17,8 @@ def env(mctx, app_port, tmp_path_factory):  # noqa: F811
     _, token = stack.create_proxy("h2")
     proxy = stack.start_proxy(token, name="h2").start()  # TLS and HTTP listeners
     stack.wait_status("h2", "ok")
-    r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}")
-    assert r.rc == 0, r
-    agent_token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                              "CODER_AGENT_TOKEN": agent_token,
-                                              "SSL_CERT_FILE": str(mctx.certs.ca)})
-    agent.start()
-    wait_for(lambda: "(h2)" in agent.stderr(), 20, 0.1, "agent tunnel to the proxy")
+    agent_token = stack.create_workspace("dev", "--app", f"site=http://127.0.0.1:{app_port}")
+    stack.start_agent(agent_token, region="h2", extra_env={"SSL_CERT_FILE": str(mctx.certs.ca)})
     return stack, proxy, tmp_path_factory.mktemp("h2")
 
 

@@ -44,13 +44,7 @@ def echo_port():
 @pytest.fixture(scope="module")
 def env(mctx):
     stack = mctx.stack()
-    r = stack.client.run("create", "dev")
-    assert r.rc == 0, r
-    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                              "CODER_AGENT_TOKEN": token})
-    agent.start()
-    wait_for(lambda: "agent: connected to" in agent.stderr(), 10, 0.1, "agent connected")
+    stack.start_agent(stack.create_workspace("dev"))
     return stack
 
 

@@ -63,20 +63,14 @@ def env(mctx, app_port, ws_port, https_port, wss_port):  # noqa: F811
                                       "CODER_PROXY_TRUSTED_ORIGINS": "127.0.0.0/8"})
     la.start()
     stack.wait_status("ny", "ok")
-    r = stack.client.run("create", "dev", "--app", f"site=http://127.0.0.1:{app_port}",
-                         "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
-                         "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
-                         "--app", f"ws=http://127.0.0.1:{ws_port}",
-                         "--app", f"secure=https://127.0.0.1:{https_port}",
-                         "--app", f"wss=https://127.0.0.1:{wss_port}",
-                         "--app", f"based=http://127.0.0.1:{app_port}/headers/")
-    assert r.rc == 0, r
-    token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                              "CODER_AGENT_TOKEN": token})
-    agent.start()
-    wait_for(lambda: "connected to" in agent.stderr() and "(ny)" in agent.stderr(), 20, 0.1,
-             "agent tunnel to ny")
+    token = stack.create_workspace("dev", "--app", f"site=http://127.0.0.1:{app_port}",
+                                   "--app", f"sub=http://127.0.0.1:{app_port},subdomain",
+                                   "--app", f"pub=http://127.0.0.1:{app_port},subdomain,share=public",
+                                   "--app", f"ws=http://127.0.0.1:{ws_port}",
+                                   "--app", f"secure=https://127.0.0.1:{https_port}",
+                                   "--app", f"wss=https://127.0.0.1:{wss_port}",
+                                   "--app", f"based=http://127.0.0.1:{app_port}/headers/")
+    agent = stack.start_agent(token, region="ny")
     return stack, ny, la, agent
 
 
@@ -174,7 +168,7 @@ def test_browserless_auth_flow_for_a_subdomain_app(env):
     assert m, r.headers["Set-Cookie"]
     name, key = m.group(1), m.group(2)
     assert name == "coder_subdomain_app_session_token_" + hashlib.sha256(
-        f"*.ny.localhost".encode()).hexdigest()[:32]
+        b"*.ny.localhost").hexdigest()[:32]
     # 4. With the cookie: the app, and a signed token for the next minute.
     before = issued(stack)
     r = sub_get(ny, sub, "/headers?x=1", cookies={name: key})

@@ -97,14 +97,9 @@ def env(mctx, data_port, ws_port):  # noqa: F811
     _, token = stack.create_proxy("big")
     proxy = stack.start_proxy(token, name="big", tls=False).start()
     stack.wait_status("big", "ok")
-    r = stack.client.run("create", "dev", "--app", f"data=http://127.0.0.1:{data_port}",
-                         "--app", f"ws=http://127.0.0.1:{ws_port}")
-    assert r.rc == 0, r
-    agent_token = r.stdout.split("Agent token: ", 1)[1].split()[0]
-    agent = mctx.process("agent", ["agent"], {"CODER_AGENT_URL": stack.primary.url,
-                                              "CODER_AGENT_TOKEN": agent_token})
-    agent.start()
-    wait_for(lambda: "(big)" in agent.stderr(), 20, 0.1, "agent tunnel to the proxy")
+    agent_token = stack.create_workspace("dev", "--app", f"data=http://127.0.0.1:{data_port}",
+                                         "--app", f"ws=http://127.0.0.1:{ws_port}")
+    agent = stack.start_agent(agent_token, region="big")
     return stack, proxy, agent
 
 

@@ -284,7 +284,7 @@ def test_cli_create_list_delete(stack):
     assert lines[1].startswith("Agent token: ")
     token = lines[1].split(": ", 1)[1]
     assert f"CODER_AGENT_URL={stack.primary.url} CODER_AGENT_TOKEN={token} coder agent" in r.stdout
-    ws = stack.api.get(f"/api/v2/users/me/workspace/cli-ws").json()
+    ws = stack.api.get("/api/v2/users/me/workspace/cli-ws").json()
     agent = ws["latest_build"]["resources"][0]["agents"][0]
     assert agent["name"] == "dev"
     apps = {a["slug"]: a for a in agent["apps"]}
