@@ -41,10 +41,10 @@ struct relay {
     /* Keep-alive to the app: the stream (and the agent's TCP connection behind it) is parked
      * for the next request to the same app once a response is through. */
     struct tunnel *t; /* the session the stream is on */
+    char *via;        /* on a relay link: the agent's id (coder-agent-id), else NULL */
     char *pool_key;   /* NULL: this request's stream is not reused */
     bool reused;      /* the stream came from the pool (it may have gone stale) */
     bool up_done;     /* the whole request (with its body) went up */
-    bool want_tls;    /* the app speaks HTTPS: the head waits for the TLS session */
     size_t up_body;   /* request body bytes sent */
     /* An https app: TLS inside the tunnel stream. Plaintext written before the handshake is
      * done waits in tls_pending; decrypted bytes pass through tls_plain. */
@@ -63,6 +63,7 @@ relay_free(struct relay *r)
     free(r->rest);
     free(r->target);
     free(r->pool_key);
+    free(r->via);
     buf_fini(&r->field);
     buf_fini(&r->value);
     free(r);
@@ -584,7 +585,7 @@ t_data(struct tunnel_stream *s, const uint8_t *d, size_t n, void *arg)
         deliver(r, s, d, n, n);
 }
 
-static bool open_stream(struct relay *r, const char *relay_agent_id);
+static bool open_stream(struct relay *r);
 
 /* A parked connection the app had just closed: the request found no one. When nothing of it
  * can have been acted on (no answer, no body, a safe method), it goes again on a fresh one. */
@@ -601,14 +602,7 @@ stale_retry(struct relay *r)
     r->ts = NULL;
     r->reused = false;
     llhttp_reset(&r->parser);
-    const char *via = NULL;
-    const char *bar = strchr(r->pool_key, '|');
-    char agent[64] = "";
-    if (bar && bar != r->pool_key) {
-        snprintf(agent, sizeof(agent), "%.*s", (int)(bar - r->pool_key), r->pool_key);
-        via = agent;
-    }
-    return open_stream(r, via);
+    return open_stream(r);
 }
 
 static void
@@ -773,26 +767,24 @@ app_join_path(const char *app_path, const char *rest)
 /* Takes a parked connection to the app, or opens a CONNECT stream, and sends the request head
  * (optimistically, before the agent's 200). False when the tunnel can open no stream. */
 static bool
-open_stream(struct relay *r, const char *relay_agent_id)
+open_stream(struct relay *r)
 {
     r->ts = r->pool_key ? idle_take(r->t, r->pool_key) : NULL;
     if (r->ts) {
         r->reused = true;
         tunnel_stream_bind(r->ts, &stream_cbs, r);
     } else {
-        const struct tunnel_header via[] = {{"coder-agent-id", relay_agent_id}};
-        r->ts = tunnel_stream_open(r->t, "CONNECT", r->target, NULL, relay_agent_id ? via : NULL,
-                                   relay_agent_id ? 1 : 0, &stream_cbs, r);
+        const struct tunnel_header via[] = {{"coder-agent-id", r->via}};
+        r->ts = tunnel_stream_open(r->t, "CONNECT", r->target, NULL, r->via ? via : NULL,
+                                   r->via ? 1 : 0, &stream_cbs, r);
         if (!r->ts)
             return false;
     }
-    if (!r->want_tls) {
-        struct buf head;
-        buf_init(&head);
-        build_request(r, &head);
-        up_write(r, head.data, head.len);
-        buf_fini(&head);
-    }
+    struct buf head;
+    buf_init(&head);
+    build_request(r, &head);
+    up_write(r, head.data, head.len); /* for an https app it waits for the handshake */
+    buf_fini(&head);
     return true;
 }
 
@@ -823,30 +815,26 @@ app_relay(struct http_exchange *ex, struct tunnel *t, const char *relay_agent_id
     llhttp_init(&r->parser, HTTP_RESPONSE, &upstream);
     r->parser.data = r;
     r->t = t;
-    r->want_tls = tls != NULL;
-    if (!tls && !ex->req.upgrade)
-        r->pool_key = xasprintf("%s|%s", relay_agent_id ? relay_agent_id : "", target);
-    if (!t || !open_stream(r, relay_agent_id)) {
-        app_fail_page(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
-        relay_free(r);
-        return;
-    }
+    r->via = relay_agent_id ? xstrdup(relay_agent_id) : NULL;
     if (tls) {
-        /* SNI and the ClientHello go first; the request waits for the handshake. */
         char host[256];
         const char *colon = strrchr(target, ':');
         snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - target) : (int)strlen(target),
                  target);
         r->tls = tls_session_new_client(tls, host);
+    } else if (!ex->req.upgrade) {
+        r->pool_key = xasprintf("%s|%s", relay_agent_id ? relay_agent_id : "", target);
+    }
+    if (!t || !open_stream(r)) {
+        app_fail_page(ex, 502, "Agent is not connected.", "The agent's tunnel is closing.");
+        relay_free(r);
+        return;
+    }
+    if (r->tls) { /* the ClientHello goes out; the request waits in tls_pending */
         char none[1];
         const char *why = NULL;
         tls_session_read(r->tls, none, 0, &why);
         tls_flush(r);
-        struct buf head;
-        buf_init(&head);
-        build_request(r, &head);
-        up_write(r, head.data, head.len); /* waits in tls_pending for the handshake */
-        buf_fini(&head);
     }
     http_exchange_set_stream_cbs(ex, c_drain, c_abort, r);
     if (!ex->req.upgrade) /* an upgrade has no body; its bytes wait for the switch */
