@@ -2,7 +2,6 @@
  * proves itself with a tunnel ticket the primary signed for this proxy alone, checked here with
  * the agent_tunnel keys fetched from the primary (cached; fetched again when a ticket names an
  * unknown key). After that the connection becomes a tunnel in the proxy's table. */
-#include "base/crypto.h"
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
@@ -11,7 +10,6 @@
 #include "wsproxy.h"
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
