@@ -1,0 +1,298 @@
+#!/usr/bin/python3
+"""What every data-plane benchmark starts (issue 4): the app, ours and the peers, all on loopback.
+
+Each start_* function starts its processes through a Procs (stopped by PID at the end) and
+returns the URL a client uses plus the headers it needs (a list, or a function returning a fresh
+list: our signed app tokens live a minute). Topology, for every setup:
+client -> region -> workspace side -> app, TLS from the client and TLS between the two hops.
+
+  ours     client -TLS-> coder wsproxy server => agent tunnel (TLS, HTTP/2) => coder agent -> app
+  nginx    client -TLS-> nginx -TLS (keep-alive upstream)-> nginx -> app
+  haproxy  client -TLS-> haproxy -TLS (http-reuse)-> haproxy -> app
+  direct   client -> app (the physical reference)
+
+The app is nginx serving static files, so it is never the bottleneck."""
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from control_plane import free_port
+
+HELLO = b"hello, world\n"
+
+
+class Procs:
+    """Everything the benchmark starts, stopped by PID at the end."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.cleanup = []  # directories removed at the end
+
+    def start(self, name, args, env=None):
+        out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
+        p = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        out.close()
+        self.procs.append((name, p))
+        return p
+
+    def pid(self, name):
+        """The PID of the process started under this name (the last one, if several)."""
+        return [p.pid for n, p in self.procs if n == name][-1]
+
+    def log(self, name):
+        with open(os.path.join(self.tmp, f"{name}.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop_all(self):
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        end = time.monotonic() + 5
+        for _, p in self.procs:
+            try:
+                p.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for d in self.cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class Setup:
+    """How a client reaches the app through one setup: url(path) and the headers to send."""
+
+    def __init__(self, base, headers=None):
+        self.base = base
+        self._headers = headers or []
+
+    def url(self, path="hello"):
+        return self.base + path
+
+    def headers(self):
+        """The request headers (for ours a fresh app token: they live a minute)."""
+        return self._headers() if callable(self._headers) else list(self._headers)
+
+
+def wait_port(port, timeout=15):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    with open(os.path.join(tmp, "both.pem"), "w") as f:  # HAProxy wants them in one file
+        f.write(open(cert).read() + open(key).read())
+    return cert, key
+
+
+# ---- the app and the peers ----
+
+def nginx_conf(tmp, name, server_block):
+    root = os.path.join(tmp, name)
+    os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+    conf = os.path.join(root, "nginx.conf")
+    t = os.path.join(root, "tmp")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
+    uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
+    keepalive_requests 1000000;
+    {server_block}
+}}
+""")
+    return conf
+
+
+def start_app(procs, tmp, big_mib=0):
+    """The app: nginx serving /hello (13 bytes) and, with big_mib, /big (that many MiB) and
+    PUT /upload (the body is read whole, into memory-backed files, then answered 201/204).
+    Returns its port."""
+    port = free_port()
+    www = os.path.join(tmp, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "hello"), "wb") as f:
+        f.write(HELLO)
+    extra = ""
+    if big_mib:
+        shm = tempfile.mkdtemp(prefix="coder-bench-app-", dir="/dev/shm")
+        procs.cleanup.append(shm)
+        with open(os.path.join(shm, "big"), "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(big_mib):
+                f.write(chunk)
+        up = os.path.join(shm, "up")
+        os.makedirs(os.path.join(up, "tmp"))
+        os.chmod(shm, 0o755)
+        for d in (up, os.path.join(up, "tmp")):
+            os.chmod(d, 0o777)  # nginx workers run as www-data when started as root
+        extra = f"""location = /big {{ root {shm}; }}
+        location = /upload {{ root {up}; dav_methods PUT; client_max_body_size 0;
+                              client_body_temp_path {up}/tmp; }}"""
+    conf = nginx_conf(tmp, "app", f"""server {{
+        listen 127.0.0.1:{port};
+        location / {{ root {www}; }}
+        {extra}
+    }}""")
+    procs.start("app", ["nginx", "-c", conf, "-e", "stderr"])
+    wait_port(port)
+    return port
+
+
+def start_nginx_pair(procs, tmp, app_port, cert, key):
+    front, back = free_port(), free_port()
+    tls = f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;"
+    conf = nginx_conf(tmp, "nginx-back", f"""upstream app {{ server 127.0.0.1:{app_port};
+        keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{back} ssl; {tls}
+        location / {{ proxy_pass http://app; proxy_http_version 1.1;
+                      proxy_set_header Connection ""; }}
+    }}""")
+    procs.start("nginx-back", ["nginx", "-c", conf, "-e", "stderr"])
+    conf = nginx_conf(tmp, "nginx-front", f"""upstream back {{ server 127.0.0.1:{back};
+        keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{front} ssl; {tls}
+        location / {{ proxy_pass https://back; proxy_http_version 1.1;
+                      proxy_set_header Connection ""; proxy_ssl_session_reuse on; }}
+    }}""")
+    procs.start("nginx-front", ["nginx", "-c", conf, "-e", "stderr"])
+    wait_port(back)
+    wait_port(front)
+    return Setup(f"https://127.0.0.1:{front}/")
+
+
+def start_haproxy_pair(procs, tmp, app_port, both):
+    front, back = free_port(), free_port()
+    common = """global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+"""
+    for name, text in (("haproxy-back", f"""{common}
+frontend f
+    bind 127.0.0.1:{back} ssl crt {both}
+    default_backend b
+backend b
+    server app 127.0.0.1:{app_port}
+"""), ("haproxy-front", f"""{common}
+frontend f
+    bind 127.0.0.1:{front} ssl crt {both}
+    default_backend b
+backend b
+    server back 127.0.0.1:{back} ssl verify none
+""")):
+        cfg = os.path.join(tmp, f"{name}.cfg")
+        with open(cfg, "w") as f:
+            f.write(text)
+        procs.start(name, ["haproxy", "-db", "-f", cfg])
+    wait_port(back)
+    wait_port(front)
+    return Setup(f"https://127.0.0.1:{front}/")
+
+
+def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=()):
+    """A primary, one proxy (TLS, with proxy_args), a workspace whose app is the nginx app, its
+    agent holding a tunnel to the proxy. Returns a Setup for the app at the proxy, which also
+    carries primary_url, proxy_url, session (the admin's token) and client_env (a coder CLI
+    environment logged in as the admin)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "SSL_CERT_FILE": cert}
+    pport = free_port()
+    purl = f"http://127.0.0.1:{pport}"
+    procs.start("primary", [coder, "server", "--http-address", f"127.0.0.1:{pport}",
+                            "--access-url", purl],
+                dict(env, CODER_CONFIG_DIR=os.path.join(tmp, "primary")))
+    wait_port(pport)
+    cenv = dict(env, CODER_CONFIG_DIR=os.path.join(tmp, "client"))
+    subprocess.run([coder, "login", purl, "--first-user-username", "admin",
+                    "--first-user-email", "admin@example.com",
+                    "--first-user-password", "SomeSecurePassword!1", "--first-user-trial=false"],
+                   env=cenv, check=True, capture_output=True)
+    token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--only-token"],
+                           env=cenv, check=True, capture_output=True, text=True).stdout.strip()
+    xport = free_port()
+    xurl = f"https://127.0.0.1:{xport}"
+    procs.start("wsproxy", [coder, "wsproxy", "server", *proxy_args],
+                dict(env, CODER_PRIMARY_ACCESS_URL=purl, CODER_PROXY_SESSION_TOKEN=token,
+                     CODER_HTTP_ADDRESS="", CODER_TLS_ENABLE="true",
+                     CODER_TLS_ADDRESS=f"127.0.0.1:{xport}", CODER_ACCESS_URL=xurl,
+                     CODER_TLS_CERT_FILE=cert, CODER_TLS_KEY_FILE=key))
+    wait_port(xport)
+    out = subprocess.run([coder, "create", "bench", "--app", f"site=http://127.0.0.1:{app_port}"],
+                         env=cenv, check=True, capture_output=True, text=True).stdout
+    agent_token = out.split("Agent token: ", 1)[1].split()[0]
+    procs.start("agent", [coder, "agent"],
+                dict(env, CODER_AGENT_URL=purl, CODER_AGENT_TOKEN=agent_token))
+    end = time.monotonic() + 30
+    while "(bench)" not in procs.log("agent"):
+        if time.monotonic() > end:
+            raise RuntimeError("the agent did not reach the proxy:\n" + procs.log("agent"))
+        time.sleep(0.05)
+    session = open(os.path.join(tmp, "client", "session")).read().strip()
+    base = f"{xurl}/@admin/bench/apps/site/"
+
+    def cookie():
+        """A fresh signed app token: the proxy then decides locally."""
+        r = subprocess.run(["curl", "-sS", "-k", "-D", "-", "-o", "/dev/null", "-H",
+                            f"Coder-Session-Token: {session}", base + "hello"],
+                           check=True, capture_output=True, text=True).stdout
+        m = re.search(r"coder_signed_app_token=([^;]+)", r)
+        if not m:
+            raise RuntimeError("no app token cookie:\n" + r)
+        return [f"Cookie: coder_signed_app_token={m.group(1)}"]
+
+    ours = Setup(base, cookie)
+    ours.primary_url, ours.proxy_url, ours.session, ours.client_env = purl, xurl, session, cenv
+    return ours
+
+
+def versions(coder):
+    def first(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except Exception:  # noqa: BLE001 - a missing peer is reported, not fatal here
+            return "not found"
+    return {"coder": first([coder, "version"]), "nginx": first(["nginx", "-v"]),
+            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "openssl": first(["openssl", "version"])}
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
