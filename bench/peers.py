@@ -106,7 +106,9 @@ def make_cert(tmp):
 
 # ---- the app and the peers ----
 
-def nginx_conf(tmp, name, server_block):
+def nginx_conf(tmp, name, server_block, main=""):
+    """An nginx.conf for one instance in tmp/name (one worker, no access log); main goes in the
+    main context (e.g. "master_process off;")."""
     root = os.path.join(tmp, name)
     os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
     conf = os.path.join(root, "nginx.conf")
@@ -116,7 +118,9 @@ def nginx_conf(tmp, name, server_block):
 daemon off;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 19500;
+{main}
+events {{ worker_connections 19000; }}
 http {{
     access_log off;
     client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
@@ -187,11 +191,11 @@ def start_nginx_pair(procs, tmp, app_port, cert, key):
     return Setup(f"https://127.0.0.1:{front}/")
 
 
-def start_haproxy_pair(procs, tmp, app_port, both):
+def start_haproxy_pair(procs, tmp, app_port, both, maxconn=9000):
     front, back = free_port(), free_port()
-    common = """global
+    common = f"""global
     nbthread 1
-    maxconn 9000
+    maxconn {maxconn}
 defaults
     mode http
     timeout connect 5s
@@ -221,15 +225,26 @@ backend b
     return Setup(f"https://127.0.0.1:{front}/")
 
 
-def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=()):
+def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=(), wrap=None, proxy_port=None,
+               access_url=None, primary_tls=False):
     """A primary, one proxy (TLS, with proxy_args), a workspace whose app is the nginx app, its
     agent holding a tunnel to the proxy. Returns a Setup for the app at the proxy, which also
-    carries primary_url, proxy_url, session (the admin's token) and client_env (a coder CLI
-    environment logged in as the admin)."""
+    carries primary_url, proxy_url, session (the admin's token), client_env (a coder CLI
+    environment logged in as the admin) and proxy_env (what restarts the proxy).
+    wrap maps "primary", "wsproxy" or "agent" to a command prefix (e.g. valgrind). proxy_port
+    and access_url let a relay stand in front of the proxy: the agent dials access_url.
+    primary_tls serves the primary over TLS only."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "SSL_CERT_FILE": cert}
+    wrap = wrap or {}
     pport = free_port()
-    purl = f"http://127.0.0.1:{pport}"
-    procs.start("primary", [coder, "server", "--http-address", f"127.0.0.1:{pport}",
+    if primary_tls:
+        purl = f"https://127.0.0.1:{pport}"
+        listen = ["--http-address", "", "--tls-enable", "--tls-address", f"127.0.0.1:{pport}",
+                  "--tls-cert-file", cert, "--tls-key-file", key]
+    else:
+        purl = f"http://127.0.0.1:{pport}"
+        listen = ["--http-address", f"127.0.0.1:{pport}"]
+    procs.start("primary", [*wrap.get("primary", ()), coder, "server", *listen,
                             "--access-url", purl],
                 dict(env, CODER_CONFIG_DIR=os.path.join(tmp, "primary")))
     wait_port(pport)
@@ -240,18 +255,19 @@ def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=()):
                    env=cenv, check=True, capture_output=True)
     token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--only-token"],
                            env=cenv, check=True, capture_output=True, text=True).stdout.strip()
-    xport = free_port()
-    xurl = f"https://127.0.0.1:{xport}"
-    procs.start("wsproxy", [coder, "wsproxy", "server", *proxy_args],
-                dict(env, CODER_PRIMARY_ACCESS_URL=purl, CODER_PROXY_SESSION_TOKEN=token,
-                     CODER_HTTP_ADDRESS="", CODER_TLS_ENABLE="true",
-                     CODER_TLS_ADDRESS=f"127.0.0.1:{xport}", CODER_ACCESS_URL=xurl,
-                     CODER_TLS_CERT_FILE=cert, CODER_TLS_KEY_FILE=key))
+    xport = proxy_port or free_port()
+    xurl = access_url or f"https://127.0.0.1:{xport}"
+    penv = dict(env, CODER_PRIMARY_ACCESS_URL=purl, CODER_PROXY_SESSION_TOKEN=token,
+                CODER_HTTP_ADDRESS="", CODER_TLS_ENABLE="true",
+                CODER_TLS_ADDRESS=f"127.0.0.1:{xport}", CODER_ACCESS_URL=xurl,
+                CODER_TLS_CERT_FILE=cert, CODER_TLS_KEY_FILE=key)
+    procs.start("wsproxy", [*wrap.get("wsproxy", ()), coder, "wsproxy", "server", *proxy_args],
+                penv)
     wait_port(xport)
     out = subprocess.run([coder, "create", "bench", "--app", f"site=http://127.0.0.1:{app_port}"],
                          env=cenv, check=True, capture_output=True, text=True).stdout
     agent_token = out.split("Agent token: ", 1)[1].split()[0]
-    procs.start("agent", [coder, "agent"],
+    procs.start("agent", [*wrap.get("agent", ()), coder, "agent"],
                 dict(env, CODER_AGENT_URL=purl, CODER_AGENT_TOKEN=agent_token))
     end = time.monotonic() + 30
     while "(bench)" not in procs.log("agent"):
@@ -272,7 +288,8 @@ def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=()):
         return [f"Cookie: coder_signed_app_token={m.group(1)}"]
 
     ours = Setup(base, cookie)
-    ours.primary_url, ours.proxy_url, ours.session, ours.client_env = purl, xurl, session, cenv
+    ours.primary_url, ours.proxy_url, ours.session = purl, xurl, session
+    ours.client_env, ours.proxy_env = cenv, penv
     return ours
 
 
