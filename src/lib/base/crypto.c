@@ -128,6 +128,23 @@ b64_raw_encode(const uint8_t *in, size_t n)
     return b64_encode_with(in, n, b64chars);
 }
 
+/* The value of c in the alphabet (both share A-Z a-z 0-9 and differ in the last two), or -1. */
+static int
+b64_value(char c, const char *chars)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == chars[62])
+        return 62;
+    if (c == chars[63])
+        return 63;
+    return -1;
+}
+
 /* Decodes len characters over the given alphabet. strict: also refuse an impossible length
  * and non-zero spare bits in the last character (one encoding per value). */
 static long
@@ -140,10 +157,10 @@ b64_decode_with(const char *in, size_t len, uint8_t *out, size_t outcap, const c
     int bits = 0;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        const char *q = in[i] ? strchr(chars, in[i]) : NULL;
-        if (q == NULL)
+        int v = b64_value(in[i], chars);
+        if (v < 0)
             return -1;
-        acc = acc << 6 | (uint32_t)(q - chars);
+        acc = acc << 6 | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
