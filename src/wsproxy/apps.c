@@ -38,6 +38,7 @@
 #define ISSUE_TIMEOUT_MS 10000
 /* Port-forward grants remembered (a CLI sends no cookies): hash of session and agent. */
 #define PF_GRANTS 64
+#define APP_TOKEN_CACHE_SLOTS 256 /* users x apps active at once; a miss only costs a verify */
 
 /* One app request on its way. */
 struct papp {
@@ -217,8 +218,8 @@ static int
 token_check(struct papp *a, const char *token)
 {
     const char *err = NULL;
-    json_t *c = jose_verify_hs512(token, wsproxy_keys_lookup,
-                                  wsproxy_keys(a->w, WSPROXY_KEYS_APPS_TOKEN), NULL, 0, &err);
+    json_t *c = jose_cache_verify_hs512(a->w->app_tokens, token, wsproxy_keys_lookup,
+                                        wsproxy_keys(a->w, WSPROXY_KEYS_APPS_TOKEN), &err);
     if (!c)
         return err && strcmp(err, "unknown signing key") == 0 ? -1 : 0;
     json_t *req = json_object_get(c, "request");
@@ -601,6 +602,7 @@ wsproxy_apps_init(struct wsproxy *w, char **err)
         return -1;
     w->link = xcalloc(1, sizeof(*w->link));
     w->link->w = w;
+    w->app_tokens = jose_cache_new(APP_TOKEN_CACHE_SLOTS);
     return 0;
 }
 
@@ -631,6 +633,8 @@ wsproxy_apps_fini(struct wsproxy *w)
     }
     free(w->own_host);
     w->own_host = NULL;
+    jose_cache_free(w->app_tokens);
+    w->app_tokens = NULL;
     if (w->tls)
         tls_ctx_free(w->tls);
     w->tls = NULL;

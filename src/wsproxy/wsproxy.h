@@ -79,6 +79,7 @@ struct wsproxy {
     struct tls_ctx *app_tls;             /* to https apps in workspaces (not verifying) */
     struct relay_link *link;             /* the relay link to the primary (apps.c) */
     struct wsproxy_stats *stats;         /* app usage waiting to be reported (stats.c) */
+    struct jose_cache *app_tokens;       /* signed app tokens already verified (apps.c) */
 };
 
 /* register.c */

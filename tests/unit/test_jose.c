@@ -43,6 +43,22 @@ keys(const char *kid, uint8_t *key, size_t *len, void *arg)
     return -1;
 }
 
+/* A key table the cache test can change under it: kid "5" -> key byte fill (0: none). */
+static uint8_t key5_fill = 0x55;
+static int key5_lookups;
+
+static int
+key5(const char *kid, uint8_t *key, size_t *len, void *arg)
+{
+    (void)arg;
+    key5_lookups++;
+    if (strcmp(kid, "5") != 0 || key5_fill == 0)
+        return -1;
+    memset(key, key5_fill, 64);
+    *len = 64;
+    return 0;
+}
+
 static void
 test_external_vectors(void **state)
 {
@@ -171,6 +187,66 @@ test_time(void **state)
     json_decref(c);
 }
 
+/* The verified-token cache answers as jose_verify_hs512 does, and a key that is deleted or
+ * replaced ends the tokens it verified even on a hit. */
+static void
+test_cache(void **state)
+{
+    (void)state;
+    uint8_t k[64];
+    memset(k, 0x55, sizeof(k));
+    json_t *claims = json_pack("{s:s, s:I}", "sub", "u1", "exp", (json_int_t)4102444800);
+    char *tok = jose_sign_hs512(k, sizeof(k), "5", claims);
+    json_t *claims2 = json_pack("{s:s, s:I}", "sub", "u2", "exp", (json_int_t)4102444800);
+    char *tok2 = jose_sign_hs512(k, sizeof(k), "5", claims2);
+    struct jose_cache *c = jose_cache_new(1); /* one slot: tok and tok2 evict each other */
+    const char *err = NULL;
+    key5_fill = 0x55;
+    for (int i = 0; i < 3; i++) {
+        json_t *got = jose_cache_verify_hs512(c, tok, key5, NULL, &err);
+        assert_non_null(got);
+        assert_string_equal(json_string_value(json_object_get(got, "sub")), "u1");
+        json_decref(got);
+    }
+    json_t *got = jose_cache_verify_hs512(c, tok2, key5, NULL, &err);
+    assert_string_equal(json_string_value(json_object_get(got, "sub")), "u2");
+    json_decref(got);
+    got = jose_cache_verify_hs512(c, tok, key5, NULL, &err); /* evicted: verified again */
+    assert_string_equal(json_string_value(json_object_get(got, "sub")), "u1");
+    json_decref(got);
+    /* A hit costs one key lookup (to see the key is still the same), no more. */
+    key5_lookups = 0;
+    got = jose_cache_verify_hs512(c, tok, key5, NULL, &err);
+    assert_non_null(got);
+    json_decref(got);
+    assert_int_equal(key5_lookups, 1);
+    /* Tampered (one signature character changed) is refused, cached sibling or not. */
+    char *bad = xstrdup(tok);
+    bad[strlen(bad) - 2] = bad[strlen(bad) - 2] == 'A' ? 'B' : 'A';
+    assert_null(jose_cache_verify_hs512(c, bad, key5, NULL, &err));
+    assert_string_equal(err, "invalid token signature");
+    free(bad);
+    /* The key is replaced: the cached token is no longer good. */
+    key5_fill = 0x66;
+    assert_null(jose_cache_verify_hs512(c, tok, key5, NULL, &err));
+    assert_string_equal(err, "invalid token signature");
+    /* Cached again under the old key, then the key is deleted. */
+    key5_fill = 0x55;
+    got = jose_cache_verify_hs512(c, tok, key5, NULL, &err);
+    assert_non_null(got);
+    json_decref(got);
+    key5_fill = 0;
+    assert_null(jose_cache_verify_hs512(c, tok, key5, NULL, &err));
+    assert_string_equal(err, "unknown signing key");
+    /* Not a token at all. */
+    assert_null(jose_cache_verify_hs512(c, "", key5, NULL, &err));
+    jose_cache_free(c);
+    json_decref(claims);
+    json_decref(claims2);
+    free(tok);
+    free(tok2);
+}
+
 int
 main(void)
 {
@@ -179,6 +255,7 @@ main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_time),
+        cmocka_unit_test(test_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,6 +173,104 @@ jose_verify_hs512(const char *token, jose_key_fn key, void *arg, char *kid_out, 
     return claims;
 }
 
+/* ---- the cache of verified tokens ---- */
+
+#define CACHE_TOKEN_MAX 4096 /* longer tokens are verified every time */
+#define CACHE_KID_MAX 64
+
+struct jose_cache_entry {
+    char *token; /* NULL: empty slot */
+    size_t len;
+    json_t *claims;
+    char kid[CACHE_KID_MAX];
+    uint8_t key[JOSE_MAX_KEY];
+    size_t keylen;
+};
+
+struct jose_cache {
+    size_t n;
+    struct jose_cache_entry *e;
+};
+
+struct jose_cache *
+jose_cache_new(size_t slots)
+{
+    struct jose_cache *c = xcalloc(1, sizeof(*c));
+    c->n = slots ? slots : 1;
+    c->e = xcalloc(c->n, sizeof(*c->e));
+    return c;
+}
+
+static void
+entry_clear(struct jose_cache_entry *e)
+{
+    free(e->token);
+    json_decref(e->claims);
+    OPENSSL_cleanse(e, sizeof(*e));
+}
+
+void
+jose_cache_free(struct jose_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        entry_clear(&c->e[i]);
+    free(c->e);
+    free(c);
+}
+
+/* FNV-1a: the slot only; equality is decided on the whole token. */
+static uint64_t
+token_hash(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 0x100000001b3u;
+    return h;
+}
+
+/* The key kid names now, compared with the one the entry was verified with. */
+static bool
+entry_key_current(const struct jose_cache_entry *e, jose_key_fn key, void *arg)
+{
+    uint8_t k[JOSE_MAX_KEY];
+    size_t klen = 0;
+    bool same =
+        key(e->kid, k, &klen, arg) == 0 && klen == e->keylen && CRYPTO_memcmp(k, e->key, klen) == 0;
+    OPENSSL_cleanse(k, sizeof(k));
+    return same;
+}
+
+json_t *
+jose_cache_verify_hs512(struct jose_cache *c, const char *token, jose_key_fn key, void *arg,
+                        const char **err)
+{
+    size_t len = token ? strlen(token) : 0;
+    if (len == 0 || len > CACHE_TOKEN_MAX)
+        return jose_verify_hs512(token, key, arg, NULL, 0, err);
+    struct jose_cache_entry *e = &c->e[token_hash(token, len) % c->n];
+    if (e->token && e->len == len && CRYPTO_memcmp(e->token, token, len) == 0) {
+        if (entry_key_current(e, key, arg))
+            return json_incref(e->claims);
+        entry_clear(e); /* the key is gone or changed: decide afresh */
+    }
+    char kid[CACHE_KID_MAX + 1];
+    json_t *claims = jose_verify_hs512(token, key, arg, kid, sizeof(kid), err);
+    if (!claims || strlen(kid) >= CACHE_KID_MAX)
+        return claims;
+    entry_clear(e);
+    snprintf(e->kid, sizeof(e->kid), "%s", kid);
+    if (key(e->kid, e->key, &e->keylen, arg) < 0) {
+        entry_clear(e);
+        return claims;
+    }
+    e->token = xstrdup(token);
+    e->len = len;
+    e->claims = json_incref(claims);
+    return claims;
+}
+
 /* ---- JWE A256GCMKW + A256GCM ---- */
 
 /* AES-256-GCM; returns 0 or -1 (for decryption: authentication failed). */

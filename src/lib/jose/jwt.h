@@ -27,6 +27,19 @@ char *jose_sign_hs512(const uint8_t *key, size_t keylen, const char *kid, const 
 json_t *jose_verify_hs512(const char *token, jose_key_fn key, void *arg, char *kid_out,
                           size_t kidcap, const char **err);
 
+/* A bounded cache of tokens that passed jose_verify_hs512, so a token presented again (a
+ * browser sends its app token with every request) costs a lookup instead of an HMAC and two
+ * JSON parses. A hit still asks key for the token's kid and must get the very key it was
+ * verified with, so a key deleted or replaced ends its tokens at once; time claims stay the
+ * caller's to check on every use, as with jose_verify_hs512. */
+struct jose_cache;
+struct jose_cache *jose_cache_new(size_t slots);
+void jose_cache_free(struct jose_cache *c);
+/* jose_verify_hs512 through the cache: the same answers, claims shared with the cache (a new
+ * reference; do not modify them). */
+json_t *jose_cache_verify_hs512(struct jose_cache *c, const char *token, jose_key_fn key, void *arg,
+                                const char **err);
+
 /* Compact JWE: A256GCMKW with key (32 bytes), A256GCM content, DEFLATE. Returns a new string. */
 char *jose_encrypt_a256gcmkw(const uint8_t key[32], const char *kid, const json_t *claims);
 /* Decrypts what jose_encrypt_a256gcmkw (or Coder's go-jose) made; returns the claims. */
