@@ -449,6 +449,44 @@ test_tls_echo_and_verification(void **state)
     tls_ctx_free(e.tls);
 }
 
+/* Corked writes wait for the uncork and then leave together; a shutdown sends them first. */
+static void
+test_cork(void **state)
+{
+    (void)state;
+    struct echo_srv e = {0};
+    echo_start(&e);
+    struct cli c;
+    cli_init(&c);
+    c.close_on_eof = true;
+    c.s = net_stream_dial(&loop, "127.0.0.1", e.port, NULL, NULL, 0, &cli_cbs, &c);
+    run_until(&c.connected);
+    net_stream_cork(c.s);
+    net_stream_cork(c.s); /* nested */
+    assert_int_equal(net_stream_write(c.s, "head ", 5), 1);
+    assert_int_equal(net_stream_write(c.s, "body", 4), 1);
+    assert_int_equal(net_stream_queued(c.s), 9);
+    net_stream_uncork(c.s);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(e.received, 0); /* still held: one uncork to go */
+    net_stream_uncork(c.s);
+    while (c.got.len < 9)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_memory_equal(c.got.data, "head body", 9);
+    /* Held bytes go out before the end of the stream. */
+    net_stream_cork(c.s);
+    assert_int_equal(net_stream_write(c.s, " tail", 5), 1);
+    net_stream_shutdown(c.s);
+    run_until(&c.closed);
+    assert_int_equal(c.got.len, 14);
+    assert_memory_equal(c.got.data, "head body tail", 14);
+    buf_fini(&c.got);
+    echo_stop(&e);
+}
+
 int
 main(void)
 {
@@ -458,6 +496,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_close_while_dialing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cork, setup, teardown),
     };
     const struct CMUnitTest tls[] = {
         cmocka_unit_test_setup_teardown(test_tls_echo_and_verification, setup, teardown),

@@ -499,7 +499,7 @@ t_response(struct tunnel_stream *s, int status, const struct tunnel_header *h, s
 /* The app's response bytes (plaintext): n_wire is what they cost on the tunnel stream, which
  * is acknowledged once they reached the client's queue. */
 static bool
-deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, size_t n_wire)
+deliver_parsed(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, size_t n_wire)
 {
     llhttp_errno_t e = n ? llhttp_execute(&r->parser, (const char *)d, n) : HPE_OK;
     if (r->upgraded && (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)) {
@@ -533,6 +533,17 @@ deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, si
         r->owed = 0;
     }
     return false;
+}
+
+/* A small answer's head, body and end arrive together: they leave together too. */
+static bool
+deliver(struct relay *r, struct tunnel_stream *s, const uint8_t *d, size_t n, size_t n_wire)
+{
+    struct net_stream *cs = n && r->ex ? http_exchange_cork(r->ex) : NULL;
+    bool done = deliver_parsed(r, s, d, n, n_wire); /* may free r */
+    if (cs)
+        net_stream_uncork(cs);
+    return done;
 }
 
 /* TLS from an https app: decrypt what arrived, finish the handshake (then send what waited),

@@ -1213,6 +1213,16 @@ http_exchange_begin(struct http_exchange *ex, int status)
     return rc < 0 ? -1 : 0;
 }
 
+struct net_stream *
+http_exchange_cork(struct http_exchange *ex)
+{
+    struct http_conn *c = ex->conn;
+    if (ex->h2 || ex->finished || !c || c->closing)
+        return NULL;
+    net_stream_cork(c->s);
+    return c->s;
+}
+
 int
 http_exchange_write(struct http_exchange *ex, const void *data, size_t n)
 {

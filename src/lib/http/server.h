@@ -158,6 +158,11 @@ void http_exchange_resume_body(struct http_exchange *ex);
 void http_exchange_set_stream_cbs(struct http_exchange *ex,
                                   void (*on_drain)(struct http_exchange *ex, void *arg),
                                   void (*on_abort)(struct http_exchange *ex, void *arg), void *arg);
+/* Holds the exchange's writes back so that what follows until net_stream_uncork(returned
+ * stream) leaves together (a relayed head and body: one TLS record, one system call). Returns
+ * the stream to uncork, which outlives the exchange for the rest of this callback, or NULL when
+ * there is nothing to hold (HTTP/2 batches its frames by itself, or the client is gone). */
+struct net_stream *http_exchange_cork(struct http_exchange *ex);
 /* Sends the status and the headers set on ex. Without a Content-Length header the body is
  * chunked. Returns 0, or -1 when the client is gone. */
 int http_exchange_begin(struct http_exchange *ex, int status);

@@ -12,6 +12,7 @@
 
 #define READ_CHUNK (64u << 10)
 #define DEFAULT_TIMEOUT_MS 10000
+#define TLS_RECORD_MAX (16u << 10) /* the most plaintext one TLS record carries */
 
 struct net_stream {
     uv_loop_t *loop;
@@ -26,9 +27,10 @@ struct net_stream {
     char *server_name;
     struct tls_session *tls;
     struct tls_ctx *tls_ctx;
-    struct buf early; /* plaintext written before the TLS handshake finished */
+    struct buf early; /* plaintext held back: before the TLS handshake finished, or corked */
     size_t inflight;  /* bytes handed to uv_write, not yet written */
     int handles;      /* open uv handles; freed at 0 after close */
+    int cork;         /* net_stream_cork depth */
     bool gai_pending; /* the resolver still holds s */
     const struct net_stream_cbs *cbs;
     void *arg;
@@ -144,7 +146,7 @@ net_stream_bind(struct net_stream *s, const struct net_stream_cbs *cbs, void *ar
 static void
 maybe_drain(struct net_stream *s)
 {
-    if (s->draining && !s->closing && s->inflight < NET_STREAM_HIGH_WATER / 2) {
+    if (s->draining && !s->closing && s->inflight + s->early.len < NET_STREAM_HIGH_WATER / 2) {
         s->draining = false;
         if (s->cbs->on_drain)
             s->cbs->on_drain(s, s->arg);
@@ -199,7 +201,6 @@ on_written(uv_write_t *req, int status)
     maybe_shutdown(s);
 }
 
-/* Sends bytes on the socket: directly when it takes them, else queued with a copy. */
 /* Sends bytes on the socket: directly as far as it takes them (one syscall for all the
  * pieces), the rest queued in one copy. */
 static void
@@ -279,20 +280,37 @@ net_stream_writev(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 static int
 send_plain(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 {
-    if (!s->ready) {
+    if (!s->ready || s->cork) {
         for (size_t i = 0; i < nbufs; i++)
             buf_append(&s->early, bufs[i].base, bufs[i].len);
-        if (s->early.len >= NET_STREAM_HIGH_WATER) {
+        if (s->early.len + s->inflight >= NET_STREAM_HIGH_WATER) {
             s->draining = true;
             return 0;
         }
         return 1;
     }
     if (s->tls) {
-        for (size_t i = 0; i < nbufs; i++) {
-            if (bufs[i].len && tls_session_write(s->tls, bufs[i].base, bufs[i].len) < 0) {
+        size_t total = 0;
+        for (size_t i = 0; i < nbufs; i++)
+            total += bufs[i].len;
+        if (nbufs > 1 && total <= TLS_RECORD_MAX) {
+            /* Small pieces (a chunk's size line, its data, its CRLF) go in one record. */
+            char one[TLS_RECORD_MAX];
+            size_t o = 0;
+            for (size_t i = 0; i < nbufs; i++) {
+                memcpy(one + o, bufs[i].base, bufs[i].len);
+                o += bufs[i].len;
+            }
+            if (tls_session_write(s->tls, one, o) < 0) {
                 stream_fail(s, "TLS write failed");
                 return -1;
+            }
+        } else {
+            for (size_t i = 0; i < nbufs; i++) {
+                if (bufs[i].len && tls_session_write(s->tls, bufs[i].base, bufs[i].len) < 0) {
+                    stream_fail(s, "TLS write failed");
+                    return -1;
+                }
             }
         }
         flush_tls(s);
@@ -308,12 +326,42 @@ send_plain(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
     return 1;
 }
 
+/* Sends what was held back (ready streams only). */
+static void
+send_held(struct net_stream *s)
+{
+    if (!s->early.len || !s->ready || s->closing)
+        return;
+    struct buf held = s->early;
+    buf_init(&s->early);
+    uv_buf_t b = uv_buf_init(held.data, (unsigned)held.len);
+    send_plain(s, &b, 1);
+    buf_fini(&held);
+}
+
+void
+net_stream_cork(struct net_stream *s)
+{
+    s->cork++;
+}
+
+void
+net_stream_uncork(struct net_stream *s)
+{
+    if (s->cork > 0 && --s->cork == 0) {
+        send_held(s);
+        maybe_drain(s);
+    }
+}
+
 void
 net_stream_shutdown(struct net_stream *s)
 {
     if (s->closing)
         return;
     s->shut_wanted = true;
+    s->cork = 0; /* what was held back goes before the end */
+    send_held(s);
     maybe_shutdown(s);
 }
 
@@ -335,13 +383,8 @@ become_ready(struct net_stream *s)
         s->cbs->on_connect(s, NULL, s->arg);
     if (s->closing)
         return;
-    if (s->early.len) {
-        struct buf early = s->early;
-        buf_init(&s->early);
-        uv_buf_t b = uv_buf_init(early.data, (unsigned)early.len);
-        send_plain(s, &b, 1); /* even after a shutdown request */
-        buf_fini(&early);
-    }
+    if (!s->cork)
+        send_held(s); /* even after a shutdown request */
     maybe_drain(s);
     maybe_shutdown(s);
 }

@@ -51,6 +51,11 @@ struct net_stream *net_stream_dial(uv_loop_t *loop, const char *host, int port, 
 int net_stream_write(struct net_stream *s, const void *data, size_t n);
 /* The same for several pieces at once: one system call (one TLS flush) for all of them. */
 int net_stream_writev(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs);
+/* Holds writes back until the matching net_stream_uncork (calls nest), so the pieces of one
+ * answer written in turn (a response head, then its body) leave in one TLS record and one
+ * system call. A shutdown sends what was held at once. */
+void net_stream_cork(struct net_stream *s);
+void net_stream_uncork(struct net_stream *s);
 /* Closes the sending side once the queued bytes are out (TLS close_notify, TCP FIN). */
 void net_stream_shutdown(struct net_stream *s);
 void net_stream_pause(struct net_stream *s);
