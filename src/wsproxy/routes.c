@@ -146,6 +146,8 @@ wsproxy_handle(struct http_exchange *ex, void *arg)
         wsproxy_apps_handle(ex, w);
         return;
     }
+    if (http_common_cors(ex, w->primary_url))
+        return; /* a preflight, answered */
     if (http_route_dispatch(routes, ARRAY_LEN(routes), ex, w) < 0)
         h_not_found(ex, w);
 }

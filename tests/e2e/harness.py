@@ -498,12 +498,16 @@ class Api:
         self.s.close()
 
 
-def http_get(url, verify=None, timeout=5.0, **kw):
-    """One-off GET without the outer environment's proxies."""
+def http_request(method, url, verify=None, timeout=5.0, **kw):
+    """One-off request without the outer environment's proxies."""
     with requests.Session() as s:
         s.trust_env = False
-        return s.get(url, verify=str(verify) if verify else True, timeout=timeout,
-                     allow_redirects=False, **kw)
+        return s.request(method, url, verify=str(verify) if verify else True, timeout=timeout,
+                         allow_redirects=False, **kw)
+
+
+def http_get(url, verify=None, timeout=5.0, **kw):
+    return http_request("GET", url, verify=verify, timeout=timeout, **kw)
 
 
 def raw_http(port, head, body_chunks=(), host="127.0.0.1", timeout=10.0, tls_context=None):

@@ -59,7 +59,35 @@ def test_latency_check_headers(proxy):
         assert r.text == "OK"
         assert r.headers.get("Timing-Allow-Origin") == "*"
         assert r.headers.get("Access-Control-Allow-Origin") == "*"
+        assert r.headers.get("Access-Control-Allow-Headers") == "*"
+        assert r.headers.get("Access-Control-Allow-Methods") == "*"
+        assert r.headers.get("Access-Control-Allow-Credentials") == "false"
         assert "X-Coder-Build-Version" in r.headers
+
+
+def test_latency_check_preflight_from_the_dashboard(proxy, stack):
+    """The dashboard's latency check sends X-LATENCY-CHECK, so browsers ask first (OPTIONS):
+    the dashboard's origin gets its answer, and the timed GET one Allow-Origin value."""
+    dashboard = stack.primary.url
+    ask = {"Origin": dashboard, "Access-Control-Request-Method": "GET",
+           "Access-Control-Request-Headers": "x-latency-check"}
+    for base, verify in _bases(proxy):
+        r = harness.http_request("OPTIONS", base + "/latency-check", verify=verify, headers=ask)
+        assert r.status_code == 200, (base, r.text)
+        assert r.headers.get("Access-Control-Allow-Origin") == dashboard
+        assert r.headers.get("Access-Control-Allow-Methods") == "GET"
+        assert r.headers.get("Access-Control-Allow-Headers").lower() == "x-latency-check"
+        r = _get(base, verify, "/latency-check", headers={"Origin": dashboard})
+        assert r.status_code == 200
+        assert r.raw.headers.getlist("Access-Control-Allow-Origin") == ["*"]
+        # Another origin, or a header outside the list, gets no permission.
+        for bad in ({**ask, "Origin": "http://evil.example.com"},
+                    {**ask, "Access-Control-Request-Headers": "x-latency-check, authorization"},
+                    {**ask, "Access-Control-Request-Method": "DELETE"}):
+            r = harness.http_request("OPTIONS", base + "/latency-check", verify=verify,
+                                     headers=bad)
+            assert r.status_code == 200, (base, bad)
+            assert "Access-Control-Allow-Origin" not in r.headers, (base, bad)
 
 
 def test_buildinfo_says_workspace_proxy(proxy, stack):
