@@ -353,9 +353,11 @@ serveropts_listen(struct serveropts *o, struct http_server *srv, char **err)
 int
 serveropts_log_setup(struct serveropts *o, bool verbose, char **err)
 {
-    int rc = log_setup(verbose ? LOG_DEBUG : LOG_INFO, o->log_human);
+    const char *failed = "";
+    int rc = log_setup_sinks(verbose ? LOG_DEBUG : LOG_INFO, o->log_human, o->log_json,
+                             o->log_stackdriver, &failed);
     if (rc < 0) {
-        *err = xasprintf("open log file \"%s\": %s", o->log_human, strerror(-rc));
+        *err = xasprintf("open log file \"%s\": %s", failed, strerror(-rc));
         return -1;
     }
     return 0;
