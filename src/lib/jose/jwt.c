@@ -257,10 +257,11 @@ jose_cache_verify_hs512(struct jose_cache *c, const char *token, jose_key_fn key
     }
     char kid[CACHE_KID_MAX + 1];
     json_t *claims = jose_verify_hs512(token, key, arg, kid, sizeof(kid), err);
-    if (!claims || strlen(kid) >= CACHE_KID_MAX)
+    size_t kidlen = claims ? strlen(kid) : 0;
+    if (!claims || kidlen >= sizeof(e->kid))
         return claims;
     entry_clear(e);
-    snprintf(e->kid, sizeof(e->kid), "%s", kid);
+    memcpy(e->kid, kid, kidlen + 1);
     if (key(e->kid, e->key, &e->keylen, arg) < 0) {
         entry_clear(e);
         return claims;
