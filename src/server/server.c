@@ -45,6 +45,13 @@ struct server_run {
 };
 
 static void
+on_routed(struct http_exchange *ex, void *arg)
+{
+    struct server_run *r = arg;
+    api_metrics_begin(r->apim, ex);
+}
+
+static void
 on_done(struct http_exchange *ex, void *arg)
 {
     struct server_run *r = arg;
@@ -201,6 +208,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     struct http_server_opts hopts = {.handler = handle,
                                      .arg = r,
                                      .on_done = on_done,
+                                     .on_routed = on_routed,
                                      .stream = stream_match,
                                      .realip = o->net.realip};
     p->http = http_server_new(p->loop, &hopts);

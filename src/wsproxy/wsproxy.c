@@ -18,6 +18,13 @@
 #include <unistd.h>
 
 static void
+on_routed(struct http_exchange *ex, void *arg)
+{
+    struct wsproxy *w = arg;
+    api_metrics_begin(w->apim, ex);
+}
+
+static void
 on_done(struct http_exchange *ex, void *arg)
 {
     struct wsproxy *w = arg;
@@ -306,6 +313,7 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
     struct http_server_opts hopts = {.handler = wsproxy_handle,
                                      .arg = w,
                                      .on_done = on_done,
+                                     .on_routed = on_routed,
                                      .stream = wsproxy_apps_match,
                                      .realip = o->net.realip};
     w->http = http_server_new(w->loop, &hopts);

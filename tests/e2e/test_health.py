@@ -158,3 +158,16 @@ def test_primary_metrics(stack):
             assert line.split()[-1] == "counter"
     reqs = metric_samples(text, "coderd_api_requests_processed_total")
     assert reqs and all({"code", "method", "path"} <= set(lbl) for lbl, _ in reqs), reqs[:3]
+    # Latencies in fractions of a second (a fast request is not 0 s), and the concurrency
+    # gauge back at 0 for finished routes.
+    for _ in range(20):
+        assert stack.primary.api().get("/api/v2/buildinfo").status_code == 200
+    text = stack.primary.metrics()
+    sums = {lbl["path"]: v for lbl, v in
+            metric_samples(text, "coderd_api_request_latencies_seconds_sum")
+            if lbl.get("method") == "GET"}
+    assert 0 < sums["/api/v2/buildinfo"] < 20, sums
+    conc = {lbl["path"]: v for lbl, v in metric_samples(text, "coderd_api_concurrent_requests")
+            if lbl.get("method") == "GET"}
+    assert conc.get("/api/v2/buildinfo") == 0, conc
+    assert "# TYPE coderd_api_concurrent_requests gauge" in text

@@ -9,6 +9,8 @@
 int64_t time_now_ms(void);
 /* Milliseconds of a monotonic clock. */
 int64_t time_mono_ms(void);
+/* The same clock in microseconds (request latencies). */
+int64_t time_mono_us(void);
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds ("2024-05-01T12:00:00.123Z"). */
 void time_format_rfc3339(int64_t ms, char *out, size_t cap);
 /* The HTTP date (RFC 9110 §5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT") of a Unix time; cap >= 30. */

@@ -8,6 +8,7 @@
 struct api_metrics {
     struct metrics_family *processed;
     struct metrics_family *latency;
+    struct metrics_family *concurrent;
 };
 
 struct api_metrics *
@@ -23,7 +24,25 @@ api_metrics_new(struct metrics_registry *reg)
     m->latency = metrics_histogram_new(reg, "coderd_api_request_latencies_seconds",
                                        "Latency distribution of requests in seconds.", 2,
                                        latency_labels, buckets, ARRAY_LEN(buckets));
+    m->concurrent = metrics_gauge_new(reg, "coderd_api_concurrent_requests",
+                                      "The number of concurrent API requests.", 2, latency_labels);
     return m;
+}
+
+static const char *
+path_label(const struct http_exchange *ex)
+{
+    /* Unrouted requests share one label so clients cannot mint series. */
+    return ex->route ? ex->route : "/*";
+}
+
+void
+api_metrics_begin(struct api_metrics *m, const struct http_exchange *ex)
+{
+    if (m == NULL)
+        return;
+    const char *ll[] = {ex->req.method ? ex->req.method : "", path_label(ex)};
+    metrics_gauge_add(m->concurrent, ll, 1);
 }
 
 void
@@ -39,11 +58,12 @@ api_metrics_end(struct api_metrics *m, const struct http_exchange *ex)
         return;
     char code[8];
     snprintf(code, sizeof(code), "%d", ex->status);
-    /* Unrouted requests share one label so clients cannot mint series. */
-    const char *path = ex->route ? ex->route : "/*";
+    const char *path = path_label(ex);
     const char *method = ex->req.method ? ex->req.method : "";
     const char *pl[] = {code, method, path};
     const char *ll[] = {method, path};
     metrics_counter_add(m->processed, pl, 1);
-    metrics_histogram_observe(m->latency, ll, (double)(time_mono_ms() - ex->start_ms) / 1000.0);
+    metrics_histogram_observe(m->latency, ll, (double)(time_mono_us() - ex->start_us) / 1e6);
+    if (ex->routed)
+        metrics_gauge_add(m->concurrent, ll, -1);
 }

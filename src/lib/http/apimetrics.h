@@ -10,7 +10,10 @@ struct api_metrics;
 
 struct api_metrics *api_metrics_new(struct metrics_registry *reg);
 void api_metrics_free(struct api_metrics *m);
-/* Records one finished exchange: requests_processed_total and request_latencies_seconds. */
+/* A routed exchange begins: concurrent_requests goes up (the server's on_routed hook). */
+void api_metrics_begin(struct api_metrics *m, const struct http_exchange *ex);
+/* Records one finished exchange: requests_processed_total, request_latencies_seconds, and
+ * concurrent_requests back down for a routed one (the server's on_done hook). */
 void api_metrics_end(struct api_metrics *m, const struct http_exchange *ex);
 
 #endif

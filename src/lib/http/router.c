@@ -63,6 +63,8 @@ http_route_find(const struct http_route *routes, size_t n, struct http_exchange 
             continue;
         }
         ex->route = routes[i].pattern;
+        if (!ex->routed)
+            http_exchange_routed(ex); /* metrics count it from now */
         return (int)i;
     }
     return path_seen ? HTTP_ROUTE_BAD_METHOD : HTTP_ROUTE_NONE;

@@ -129,7 +129,7 @@ http_exchange_alloc(struct http_server *s, bool tls, const char *remote_ip)
 {
     struct http_exchange *ex = xcalloc(1, sizeof(*ex));
     ex->srv = s;
-    ex->start_ms = time_mono_ms();
+    ex->start_us = time_mono_us();
     buf_init(&ex->req.body);
     buf_init(&ex->rbody);
     buf_init(&ex->body_queue);
@@ -1211,6 +1211,14 @@ http_exchange_begin(struct http_exchange *ex, int status)
     int rc = net_stream_write(c->s, out.data, out.len);
     buf_fini(&out);
     return rc < 0 ? -1 : 0;
+}
+
+void
+http_exchange_routed(struct http_exchange *ex)
+{
+    ex->routed = true;
+    if (ex->srv->o.on_routed)
+        ex->srv->o.on_routed(ex, ex->srv->o.arg);
 }
 
 struct net_stream *

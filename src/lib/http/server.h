@@ -65,7 +65,8 @@ struct http_exchange {
     const char *param_names[HTTP_MAX_PARAMS];
     char *param_values[HTTP_MAX_PARAMS];
     size_t nparams;
-    int64_t start_ms; /* monotonic */
+    int64_t start_us; /* monotonic */
+    bool routed;      /* on_routed ran (a route matched) */
     void *user;       /* the program's per-request state */
     /* internals */
     struct http_conn *conn; /* NULL once the connection is gone */
@@ -95,6 +96,7 @@ struct http_server_opts {
     http_handler_fn handler;
     void *arg;
     http_done_fn on_done;
+    http_done_fn on_routed;      /* a route matched ex (ex->route set), before its handler runs */
     size_t max_body;             /* 0 = 1 MiB; larger bodies get 413 */
     size_t max_header_bytes;     /* 0 = 64 KiB (request line + headers); larger gets 431 */
     size_t max_headers;          /* 0 = 100 headers; more gets 431 */
@@ -158,6 +160,8 @@ void http_exchange_resume_body(struct http_exchange *ex);
 void http_exchange_set_stream_cbs(struct http_exchange *ex,
                                   void (*on_drain)(struct http_exchange *ex, void *arg),
                                   void (*on_abort)(struct http_exchange *ex, void *arg), void *arg);
+/* http_route_find matched ex: runs the server's on_routed hook. */
+void http_exchange_routed(struct http_exchange *ex);
 /* Holds the exchange's writes back so that what follows until net_stream_uncork(returned
  * stream) leaves together (a relayed head and body: one TLS record, one system call). Returns
  * the stream to uncork, which outlives the exchange for the rest of this callback, or NULL when
