@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,9 +19,91 @@ struct tls_ctx {
 
 struct tls_session {
     SSL *ssl;
-    BIO *rbio; /* ciphertext from the peer */
-    BIO *wbio; /* ciphertext to the peer */
+    struct buf in; /* ciphertext from the peer, not yet read by OpenSSL (from in_pos) */
+    size_t in_pos;
+    struct buf out; /* ciphertext to the peer, not yet taken */
 };
+
+/* ---- the session's BIO ----
+ * OpenSSL reads ciphertext from s->in and writes it to s->out. Unlike a memory BIO, whose buffer
+ * keeps its largest size for the life of the session, both are freed once empty, so an idle
+ * session holds no buffer at all (with SSL_MODE_RELEASE_BUFFERS, neither does OpenSSL). */
+
+static int
+bio_write(BIO *b, const char *data, int n)
+{
+    struct tls_session *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    buf_append(&s->out, data, (size_t)n);
+    return n;
+}
+
+static int
+bio_read(BIO *b, char *out, int cap)
+{
+    struct tls_session *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t have = s->in.len - s->in_pos;
+    if (have == 0) {
+        BIO_set_retry_read(b); /* more is on its way */
+        return -1;
+    }
+    size_t n = have < (size_t)cap ? have : (size_t)cap;
+    memcpy(out, s->in.data + s->in_pos, n);
+    s->in_pos += n;
+    if (s->in_pos == s->in.len) {
+        buf_fini(&s->in);
+        s->in_pos = 0;
+    }
+    return (int)n;
+}
+
+static long
+bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    struct tls_session *s = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+        return (long)(s->in.len - s->in_pos);
+    case BIO_CTRL_WPENDING:
+        return (long)s->out.len;
+    default:
+        return 0;
+    }
+}
+
+static BIO_METHOD *bio_method;
+
+static void
+bio_method_make(void)
+{
+    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "coder-tls");
+    if (bio_method == NULL || !BIO_meth_set_write(bio_method, bio_write) ||
+        !BIO_meth_set_read(bio_method, bio_read) || !BIO_meth_set_ctrl(bio_method, bio_ctrl)) {
+        fprintf(stderr, "fatal: cannot make the TLS BIO method\n");
+        abort();
+    }
+}
+
+/* Gives s a BIO on its own buffers (both directions). */
+static void
+session_attach_bio(struct tls_session *s)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, bio_method_make);
+    BIO *b = BIO_new(bio_method);
+    if (b == NULL) {
+        fprintf(stderr, "fatal: out of memory creating a TLS session\n");
+        abort();
+    }
+    BIO_set_data(b, s);
+    BIO_set_init(b, 1);
+    SSL_set_bio(s->ssl, b, b); /* the same BIO both ways: SSL takes its one reference */
+}
 
 int
 tls_client_auth_parse(const char *s, enum tls_client_auth *out)
@@ -358,14 +441,11 @@ tls_session_new(struct tls_ctx *c)
 {
     struct tls_session *s = xcalloc(1, sizeof(*s));
     s->ssl = SSL_new(c->ctxs[0]);
-    s->rbio = BIO_new(BIO_s_mem());
-    s->wbio = BIO_new(BIO_s_mem());
-    if (s->ssl == NULL || s->rbio == NULL || s->wbio == NULL) {
+    if (s->ssl == NULL) {
         fprintf(stderr, "fatal: out of memory creating a TLS session\n");
         abort();
     }
-    BIO_set_mem_eof_return(s->rbio, -1);
-    SSL_set_bio(s->ssl, s->rbio, s->wbio);
+    session_attach_bio(s);
     SSL_set_accept_state(s->ssl);
     return s;
 }
@@ -375,14 +455,16 @@ tls_session_free(struct tls_session *s)
 {
     if (s == NULL)
         return;
-    SSL_free(s->ssl); /* frees both BIOs */
+    SSL_free(s->ssl); /* frees the BIO */
+    buf_fini(&s->in);
+    buf_fini(&s->out);
     free(s);
 }
 
 void
 tls_session_feed(struct tls_session *s, const void *data, size_t n)
 {
-    BIO_write(s->rbio, data, (int)n);
+    buf_append(&s->in, data, n);
 }
 
 /* Why the server's certificate was refused, in the words of Go's crypto/tls and x509 (what
@@ -466,18 +548,18 @@ tls_session_write(struct tls_session *s, const void *data, size_t n)
 size_t
 tls_session_take_output(struct tls_session *s, struct buf *out)
 {
-    size_t total = 0;
-    size_t pending;
-    while ((pending = BIO_ctrl_pending(s->wbio)) > 0) {
-        buf_reserve(out, pending);
-        int r = BIO_read(s->wbio, out->data + out->len, (int)pending);
-        if (r <= 0)
-            break;
-        out->len += (size_t)r;
-        out->data[out->len] = '\0';
-        total += (size_t)r;
+    size_t n = s->out.len;
+    if (n == 0)
+        return 0;
+    if (out->len == 0) { /* hand the buffer over instead of copying it */
+        buf_fini(out);
+        *out = s->out;
+        buf_init(&s->out);
+    } else {
+        buf_append(out, s->out.data, n);
+        buf_fini(&s->out);
     }
-    return total;
+    return n;
 }
 
 void
