@@ -338,6 +338,7 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, TUNNEL_MAX_HEADER_LIST);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, TUNNEL_HEADER_TABLE);
     if (!(o && o->untrusted_peer))
         nghttp2_option_set_stream_reset_rate_limit(opt, 100000, 10000);
     int rc = role == TUNNEL_CLIENT ? nghttp2_session_client_new2(&t->s, cb, t, opt)
@@ -349,9 +350,10 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     uint32_t sw = o && o->stream_window ? o->stream_window : TUNNEL_STREAM_WINDOW;
     uint32_t cw = o && o->conn_window ? o->conn_window : TUNNEL_CONN_WINDOW;
     uint32_t ms = o && o->max_streams ? o->max_streams : TUNNEL_MAX_STREAMS;
-    nghttp2_settings_entry iv[4];
+    nghttp2_settings_entry iv[5];
     size_t n = 0;
     iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, sw};
+    iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, TUNNEL_HEADER_TABLE};
     iv[n++] =
         (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, TUNNEL_MAX_HEADER_LIST};
     if (role == TUNNEL_CLIENT)

@@ -25,6 +25,9 @@ enum tunnel_role {
 #define TUNNEL_CONN_WINDOW (16u << 20)
 #define TUNNEL_MAX_STREAMS 1024
 #define TUNNEL_MAX_HEADER_LIST (16u << 10)
+/* HPACK dynamic table, each way: room for the few header fields streams repeat (an app's
+ * :authority), not the 4 KiB default that an idle tunnel would keep filled. */
+#define TUNNEL_HEADER_TABLE 512
 #define TUNNEL_KEEPALIVE_MS 15000
 /* Bytes a stream buffers for sending before tunnel_stream_write asks its writer to wait. */
 #define TUNNEL_SEND_HIGH_WATER (256u << 10)
