@@ -236,15 +236,16 @@ def tunnel_tickets(ours, count):
     return tickets, round(t1 - t0, 2), round(time.monotonic() - t1, 2)
 
 
-def start_tunnel_region(procs, ours, coder, max_tunnels):
-    """A second proxy (its own region), fresh, allowing max_tunnels tunnels. Returns its port."""
+def start_tunnel_region(procs, ours, coder, max_tunnels, wrap=()):
+    """A second proxy (its own region), fresh, allowing max_tunnels tunnels (its command prefixed
+    with wrap). Returns its port."""
     token = subprocess.run([coder, "wsproxy", "create", "--name", TUNNEL_REGION, "--only-token"],
                            env=ours.client_env, check=True, capture_output=True,
                            text=True).stdout.strip()
     port = free_port()
     env = dict(ours.proxy_env, CODER_PROXY_SESSION_TOKEN=token,
                CODER_TLS_ADDRESS=f"127.0.0.1:{port}", CODER_ACCESS_URL=f"https://127.0.0.1:{port}")
-    procs.start("wsproxy-tunnels", [coder, "wsproxy", "server", "--max-agent-tunnels",
+    procs.start("wsproxy-tunnels", [*wrap, coder, "wsproxy", "server", "--max-agent-tunnels",
                                     str(max_tunnels)], env)
     wait_port(port)
     return port
@@ -263,8 +264,17 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--conns", type=int, default=None, help="idle client connections (10000)")
     ap.add_argument("--tunnels", type=int, default=None, help="idle agent tunnels (10000)")
+    ap.add_argument("--massif", metavar="DIR", default=None,
+                    help="run our proxies under valgrind massif, profiles in DIR (slow: use "
+                         "with small --conns/--tunnels, to see what an idle one holds)")
     args = ap.parse_args()
     coder = os.path.abspath(args.bin)
+    wrap = {}
+    if args.massif:
+        os.makedirs(args.massif, exist_ok=True)
+        wrap = {name: ["valgrind", "--tool=massif", "--threshold=0.5",
+                       f"--massif-out-file={os.path.abspath(args.massif)}/{name}.%p"]
+                for name in ("wsproxy", "wsproxy-tunnels")}
     for tool in ("nginx", "haproxy", "openssl", "curl"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found; run `make bench` (it installs the peers)")
@@ -278,7 +288,7 @@ def main():
     try:
         cert, key = make_cert(tmp)
         app = start_app(procs, tmp)
-        ours = start_ours(procs, tmp, coder, app, cert, key)
+        ours = start_ours(procs, tmp, coder, app, cert, key, wrap=wrap)
         nginx = start_nginx_pair(procs, tmp, app, cert, key)
         # The front HAProxy holds every idle connection: see the docstring for the limit.
         haproxy = start_haproxy_pair(procs, tmp, app, os.path.join(tmp, "both.pem"),
@@ -290,7 +300,8 @@ def main():
             res[name] = hold(procs, f"client-{name}", pid,
                              client_args(setup, nconns, warm_conns, warm_requests), nconns)
 
-        tport = start_tunnel_region(procs, ours, coder, ntunnels + warm_tunnels + 100)
+        tport = start_tunnel_region(procs, ours, coder, ntunnels + warm_tunnels + 100,
+                                    wrap.get("wsproxy-tunnels", ()))
         tickets, info["create_secs"], info["tickets_secs"] = tunnel_tickets(
             ours, ntunnels + warm_tunnels)
         tfile = os.path.join(tmp, "tickets")
