@@ -78,7 +78,8 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
                 break
             h.update(chunk)
             left -= len(chunk)
-        self._send(200, json.dumps({"received": n - left, "sha256": h.hexdigest()}).encode())
+        self._send(200, json.dumps({"received": n - left, "sha256": h.hexdigest(),
+                                    "expect": self.headers.get("Expect")}).encode())
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,8 @@ def test_download_and_upload_byte_exact(env):
     body = _blob(BIG)
     r = s.post(_url(stack, "site/upload"), data=body)
     assert r.status_code == 200, r.text
-    assert r.json() == {"received": BIG, "sha256": hashlib.sha256(body).hexdigest()}
+    assert r.json() == {"received": BIG, "sha256": hashlib.sha256(body).hexdigest(),
+                        "expect": None}
 
 
 def test_what_the_app_sees(env):
@@ -442,3 +444,58 @@ def test_keep_alive_through_the_relay(env):
         assert json.loads(r.read())["path"] == f"/headers?i={i}"
     assert conn.sock is first  # one connection all along
     conn.close()
+
+
+def _expect_continue(port, head, body, timeout=5.0):
+    """Sends a request head with "Expect: 100-continue", waits for the interim answer before
+    any body byte (as curl does for uploads over 1 MiB), then sends the body. Returns (what came
+    before the body was sent, the rest of the answer)."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(head.encode())
+        first = sock.recv(65536)  # a server that owes 100 Continue and sends nothing times out
+        if first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n") and first.endswith(b"\r\n\r\n"):
+            sock.sendall(body)
+        rest = b""
+        while b"\r\n\r\n" not in rest or not rest.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return first, rest
+    finally:
+        sock.close()
+
+
+def test_expect_100_continue(env):
+    """A client that sends "Expect: 100-continue" gets "100 Continue" before it sends the body
+    (curl otherwise waits a second per upload), for app uploads and for the API; the app is not
+    asked again; and a request refused up front gets its answer instead, without the 100."""
+    stack, _, _ = env
+    port = int(stack.primary.url.rsplit(":", 1)[1])
+    body = _blob(3 << 20)
+    first, rest = _expect_continue(
+        port, f"POST /@{OWNER_USERNAME}/dev/apps/site/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Coder-Session-Token: {stack.client.token()}\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n", body)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first[:200]
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:300]
+    got = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert got["received"] == len(body) and got["sha256"] == hashlib.sha256(body).hexdigest()
+    assert got["expect"] is None  # answered by us, not forwarded
+    # The API reads whole bodies before the handler: 100 Continue right after the head.
+    login = json.dumps({"email": "nobody@example.com", "password": "wrong-password"}).encode()
+    first, rest = _expect_continue(
+        port, "POST /api/v2/users/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(login)}\r\n"
+        "Expect: 100-continue\r\n\r\n", login)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n", first[:200]
+    assert rest.startswith(b"HTTP/1.1 401 "), rest[:300]
+    # Signed out: the final answer comes at once and no 100 Continue precedes it.
+    first, _ = _expect_continue(
+        port, f"POST /@{OWNER_USERNAME}/dev/apps/site/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n", body)
+    assert not first.startswith(b"HTTP/1.1 100"), first[:200]
+    assert first.split(b" ", 2)[1] in (b"303", b"401"), first[:200]

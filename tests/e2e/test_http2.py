@@ -63,7 +63,8 @@ def test_bulk_both_ways_and_multiplexed(env):
     out = curl(stack, "--data-binary", f"@{body}", "-H", "Content-Type: application/octet-stream",
                app + "upload")
     import json
-    assert json.loads(out) == {"received": BIG, "sha256": hashlib.sha256(_blob(BIG)).hexdigest()}
+    assert json.loads(out) == {"received": BIG, "sha256": hashlib.sha256(_blob(BIG)).hexdigest(),
+                               "expect": None}
     # Twenty requests on one connection at once.
     outs = [tmp / f"o{i}" for i in range(20)]
     args = ["--parallel", "--parallel-max", "20", "-w", "%{http_version} %{http_code}\n"]

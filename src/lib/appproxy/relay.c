@@ -722,7 +722,8 @@ build_request(struct relay *r, struct buf *b)
         /* Forwarding headers are ours to set: a client's, in any spelling, never pass. */
         if (http_header_hop_by_hop(n) || str_eq_ci(n, "host") ||
             str_eq_ci(n, "coder-session-token") || strncasecmp(n, "x-forwarded-", 12) == 0 ||
-            str_eq_ci(n, "forwarded") || str_eq_ci(n, "x-real-ip"))
+            str_eq_ci(n, "forwarded") || str_eq_ci(n, "x-real-ip") ||
+            str_eq_ci(n, "expect")) /* the client had its 100 Continue from us */
             continue;
         if (str_eq_ci(n, "cookie")) {
             /* Drop Coder's cookies; keep the app's own. */

@@ -207,13 +207,17 @@ h2_client_gone(const struct http_exchange *ex)
 
 /* ---- request bodies ---- */
 
-/* Acknowledges what the handler took from the queue. */
+/* Acknowledges what the handler took from the queue (the client's window opens again as the
+ * body moves on, not only once the whole queue has gone). */
 static void
 ack_queue(struct h2_req *r)
 {
-    if (r->queued && r->ts && r->ex && r->ex->body_queue.len == 0) {
-        tunnel_stream_consumed(r->ts, r->queued);
-        r->queued = 0;
+    if (!r->ts || !r->ex)
+        return;
+    size_t left = http_exchange_body_queued(r->ex);
+    if (r->queued > left) {
+        tunnel_stream_consumed(r->ts, r->queued - left);
+        r->queued = left;
     }
 }
 
@@ -255,7 +259,7 @@ s_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
         buf_append(&ex->req.body, d, n);
         return;
     }
-    if (ex->body_cbs && !ex->body_paused && ex->body_queue.len == 0) {
+    if (ex->body_cbs && !ex->body_paused && http_exchange_body_queued(ex) == 0) {
         if (ex->body_cbs->on_data)
             ex->body_cbs->on_data(ex, (const char *)d, n, ex->body_arg);
         if (r->ts)
@@ -263,7 +267,7 @@ s_data(struct tunnel_stream *ts, const uint8_t *d, size_t n, void *arg)
         return;
     }
     /* The handler is not reading: hold it, unacknowledged, so the window closes. */
-    buf_append(&ex->body_queue, d, n);
+    http_exchange_body_queue(ex, (const char *)d, n);
     r->queued += n;
 }
 

@@ -31,6 +31,10 @@ struct http_exchange *http_exchange_alloc(struct http_server *s, bool tls, const
 void http_exchange_free_internal(struct http_exchange *ex);
 /* Delivers queued body while the handler reads; then a due on_end. */
 void http_exchange_body_flush(struct http_exchange *ex);
+/* Body bytes queued and not yet delivered to the handler. */
+size_t http_exchange_body_queued(const struct http_exchange *ex);
+/* Queues body bytes that arrived while the handler cannot take them (in arrival order). */
+void http_exchange_body_queue(struct http_exchange *ex, const char *d, size_t n);
 /* Called when the number of connections or detached exchanges went down. */
 void http_server_maybe_finish_shutdown(struct http_server *s);
 

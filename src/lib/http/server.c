@@ -360,7 +360,7 @@ http_exchange_finish(struct http_exchange *ex, int status)
     struct http_server *s = ex->srv;
     if (c && s->shutting_down)
         ex->close_after = true;
-    if (ex->streaming && (!ex->req_complete || ex->body_queue.len))
+    if (ex->streaming && (!ex->req_complete || http_exchange_body_queued(ex)))
         ex->close_after = true; /* an unread body is still on the wire */
     if (c && !c->closing) {
         struct buf out;
@@ -568,6 +568,17 @@ on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* Sends the "100 Continue" an "Expect: 100-continue" request waits for, once. */
+static void
+send_continue(struct http_exchange *ex)
+{
+    if (!ex->expect_continue || ex->head_sent || !ex->conn || ex->conn->closing)
+        return;
+    ex->expect_continue = false;
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    net_stream_write(ex->conn->s, line, sizeof(line) - 1);
+}
+
 static int
 on_headers_complete(llhttp_t *p)
 {
@@ -585,6 +596,14 @@ on_headers_complete(llhttp_t *p)
         ex->req.query = xstrdup("");
     }
     realip_apply(c->srv->o.realip, &ex->req);
+    bool has_body =
+        (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    /* RFC 9110 §10.1.1: a client that sent "Expect: 100-continue" waits (curl for a second)
+     * before the body; "100 Continue" goes out once the body is wanted (below, or when a
+     * streaming handler starts reading it), and never when a final answer comes first. */
+    const char *expect = http_request_header(&ex->req, "Expect");
+    ex->expect_continue = has_body && expect && str_eq_ci(expect, "100-continue") &&
+                          p->http_major == 1 && p->http_minor >= 1;
     if (c->srv->o.stream && c->srv->o.stream(ex, c->srv->o.arg)) {
         /* The handler takes it from here: dispatch now, body as it arrives. */
         ex->streaming = true;
@@ -592,9 +611,7 @@ on_headers_complete(llhttp_t *p)
         const char *conn = http_request_header(&ex->req, "Connection");
         ex->req.upgrade = http_request_header(&ex->req, "Upgrade") && conn &&
                           strcasestr(conn, "upgrade") && strcmp(ex->req.method, "GET") == 0;
-        bool body =
-            (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
-        if (!body)
+        if (!has_body)
             return 0; /* complete already: on_message_complete pauses, and it is dispatched */
         c->paused = true;
         uv_timer_stop(&c->timer);
@@ -602,6 +619,7 @@ on_headers_complete(llhttp_t *p)
     }
     if (p->content_length > c->srv->o.max_body && (p->flags & F_CONTENT_LENGTH))
         return fail_request(c, 413, "Request body too large.");
+    send_continue(ex); /* the server reads the whole body before the handler runs */
     return 0;
 }
 
@@ -611,8 +629,8 @@ on_body(llhttp_t *p, const char *at, size_t n)
     struct http_conn *c = p->data;
     struct http_exchange *ex = c->ex;
     if (ex->streaming) {
-        if (ex->body_paused || !ex->body_cbs) {
-            buf_append(&ex->body_queue, at, n); /* at most what one read brought */
+        if (ex->body_paused || !ex->body_cbs || http_exchange_body_queued(ex)) {
+            http_exchange_body_queue(ex, at, n); /* at most what one read brought */
             if (!c->stream_paused) {
                 net_stream_pause(c->s);
                 c->stream_paused = true;
@@ -1104,23 +1122,51 @@ conn_resume_input(struct http_conn *c)
         buf_fini(&p);
     }
     if (c->stream_paused && !c->closing && c->ex && !c->ex->body_paused &&
-        c->ex->body_queue.len == 0) {
+        http_exchange_body_queued(c->ex) == 0) {
         c->stream_paused = false;
         net_stream_resume(c->s);
     }
 }
 
+size_t
+http_exchange_body_queued(const struct http_exchange *ex)
+{
+    return ex->body_queue.len - ex->body_queue_off;
+}
+
+void
+http_exchange_body_queue(struct http_exchange *ex, const char *d, size_t n)
+{
+    if (ex->body_queue_off && ex->body_queue_off >= ex->body_queue.len / 2) {
+        buf_consume(&ex->body_queue, ex->body_queue_off); /* moves at most half of it */
+        ex->body_queue_off = 0;
+    }
+    buf_append(&ex->body_queue, d, n);
+}
+
+/* The queue goes to the handler in pieces of this size, so that a handler that pauses (its
+ * destination is full) stops the flow within one piece, not after a whole HTTP/2 window. */
+#define BODY_PIECE (64u << 10)
+
 void
 http_exchange_body_flush(struct http_exchange *ex)
 {
-    while (ex->body_queue.len && !ex->body_paused && ex->body_cbs) {
-        struct buf q = ex->body_queue;
-        buf_init(&ex->body_queue);
+    /* Nothing appends to the queue while a piece is delivered: arrivals come from reads of
+     * the client's connection, which run from the loop, never from inside the handler. */
+    while (http_exchange_body_queued(ex) && !ex->body_paused && ex->body_cbs) {
+        size_t n = http_exchange_body_queued(ex);
+        if (n > BODY_PIECE)
+            n = BODY_PIECE;
+        const char *d = ex->body_queue.data + ex->body_queue_off;
+        ex->body_queue_off += n;
         if (ex->body_cbs->on_data)
-            ex->body_cbs->on_data(ex, q.data, q.len, ex->body_arg);
-        buf_fini(&q);
+            ex->body_cbs->on_data(ex, d, n, ex->body_arg);
     }
-    if (ex->end_pending && !ex->body_paused && ex->body_queue.len == 0 && ex->body_cbs) {
+    if (ex->body_queue_off == ex->body_queue.len && ex->body_queue_off) {
+        buf_fini(&ex->body_queue); /* an HTTP/2 window's worth need not stay allocated */
+        ex->body_queue_off = 0;
+    }
+    if (ex->end_pending && !ex->body_paused && http_exchange_body_queued(ex) == 0 && ex->body_cbs) {
         ex->end_pending = false;
         if (ex->body_cbs->on_end)
             ex->body_cbs->on_end(ex, ex->body_arg);
@@ -1137,6 +1183,8 @@ http_exchange_read_body(struct http_exchange *ex, const struct http_body_cbs *cb
         return;
     }
     struct http_conn *c = ex->conn;
+    if (c && c->ex == ex)
+        send_continue(ex);
     http_exchange_body_flush(ex);
     if (c && !c->closing && !ex->req_complete && c->ex == ex)
         conn_resume_input(c);
@@ -1165,8 +1213,8 @@ http_exchange_resume_body(struct http_exchange *ex)
     }
     http_exchange_body_flush(ex);
     struct http_conn *c = ex->conn;
-    if (c && !c->closing && c->stream_paused && !ex->body_paused && ex->body_queue.len == 0 &&
-        !ex->req_complete) {
+    if (c && !c->closing && c->stream_paused && !ex->body_paused &&
+        http_exchange_body_queued(ex) == 0 && !ex->req_complete) {
         c->stream_paused = false;
         net_stream_resume(c->s);
     }
@@ -1320,7 +1368,7 @@ exchange_end_now(struct http_exchange *ex)
         if (ex->chunked)
             net_stream_write(c->s, "0\r\n\r\n", 5);
         /* A body not read to its end is still on the wire: this connection cannot go on. */
-        if (!ex->req_complete || ex->body_queue.len)
+        if (!ex->req_complete || http_exchange_body_queued(ex))
             ex->close_after = true;
         if (ex->close_after) {
             net_stream_shutdown(c->s);

@@ -81,8 +81,10 @@ struct http_exchange {
     bool head_sent;        /* http_exchange_begin was called */
     bool chunked;          /* the response is framed in chunks */
     bool end_deferred;     /* ended from inside the parser: completed once it returns */
+    bool expect_continue;  /* HTTP/1.1 "Expect: 100-continue": "100 Continue" is still owed */
     int finish_deferred;   /* finished (with this status) from inside the parser */
-    struct buf body_queue; /* body that arrived while paused (bounded by one read) */
+    struct buf body_queue; /* body that arrived while paused, delivered from body_queue_off */
+    size_t body_queue_off;
     const struct http_body_cbs *body_cbs;
     void *body_arg;
     void (*on_drain)(struct http_exchange *ex, void *arg);
