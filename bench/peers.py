@@ -126,6 +126,7 @@ http {{
     client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
     uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
     keepalive_requests 1000000;
+    client_max_body_size 0;  # bulk uploads (bench/bulk.py) pass through every hop
     {server_block}
 }}
 """)
@@ -313,3 +314,96 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
+
+
+# ---- OpenSSH: the reverse tunnel (the agent's shape) and local port forwarding ----
+
+def start_sshd(procs, tmp):
+    """An sshd of our own on a free loopback port, with a fresh host key and one client key
+    (root, key only). Returns (port, the ssh command prefix that logs in to it)."""
+    d = os.path.join(tmp, "ssh")
+    os.makedirs(d, exist_ok=True)
+    os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        os.path.join(d, name)], check=True)
+    shutil.copy(os.path.join(d, "client.pub"), os.path.join(d, "authorized_keys"))
+    port = free_port()
+    cfg = os.path.join(d, "sshd_config")
+    with open(cfg, "w") as f:
+        f.write(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+GatewayPorts no
+LogLevel ERROR
+""")
+    procs.start("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", cfg])
+    wait_port(port)
+    ssh = ["ssh", "-N", "-i", os.path.join(d, "client"), "-p", str(port),
+           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes",
+           "-o", "ServerAliveInterval=15"]
+    return port, ssh
+
+
+def start_ssh_reverse(procs, tmp, app_port, sshd=None):
+    """The workspace side dials out (`ssh -R`) to the region's sshd, which listens for users:
+    client -> sshd =SSH=> ssh -> app, the shape of our agent tunnel (the user's hop is plain
+    TCP: sshd forwards bytes, it speaks no TLS)."""
+    _, ssh = sshd or start_sshd(procs, tmp)
+    rport = free_port()
+    procs.start("ssh-R", [*ssh, "-R", f"127.0.0.1:{rport}:127.0.0.1:{app_port}", "root@127.0.0.1"])
+    wait_port(rport)
+    return Setup(f"http://127.0.0.1:{rport}/")
+
+
+def start_ssh_local(procs, tmp, app_port, sshd=None):
+    """Port forwarding as users do it with OpenSSH (`ssh -L`): client -> ssh =SSH=> sshd -> app."""
+    _, ssh = sshd or start_sshd(procs, tmp)
+    lport = free_port()
+    procs.start("ssh-L", [*ssh, "-L", f"127.0.0.1:{lport}:127.0.0.1:{app_port}", "root@127.0.0.1"])
+    wait_port(lport)
+    return Setup(f"http://127.0.0.1:{lport}/")
+
+
+# ---- pagekite: a relay (front end) and a connector that dials out to it ----
+
+PAGEKITE_NAME = "bench.test"
+
+
+def start_pagekite(procs, tmp, app_port):
+    """pagekite's front end (the relay users reach) and its connector beside the app, which
+    dials out to the front end, as our agent does. Both hops are plain TCP: Debian's pagekite
+    1.5.2 crashes on TLS (a Python 3 bytes/str error in its SNI code, seen here), so this peer
+    does less work than the others. Users reach the kite by its name in Host."""
+    port = free_port()
+    secret = "bench-" + os.urandom(8).hex()
+    common = ["pagekite", "--clean", "--nullui", "--nocrashreport"]
+    procs.start("pagekite-front", [*common, "--isfrontend", "--host=127.0.0.1",
+                                   f"--ports={port}", "--protos=http",
+                                   f"--domain=http:{PAGEKITE_NAME}:{secret}",
+                                   f"--logfile={tmp}/pagekite-front.log"])
+    wait_port(port)
+    procs.start("pagekite-connector", [*common, f"--frontend=127.0.0.1:{port}",
+                                       f"--service_on=http:{PAGEKITE_NAME}:127.0.0.1:"
+                                       f"{app_port}:{secret}",
+                                       f"--logfile={tmp}/pagekite-connector.log"])
+    setup = Setup(f"http://127.0.0.1:{port}/", [f"Host: {PAGEKITE_NAME}"])
+    end = time.monotonic() + 20
+    while True:  # the kite is served once the connector has registered it
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",
+                            "-H", f"Host: {PAGEKITE_NAME}", setup.url()],
+                           capture_output=True, text=True)
+        if r.stdout == "200":
+            return setup
+        if time.monotonic() > end:
+            raise RuntimeError("pagekite: the kite was not served within 20 s")
+        time.sleep(0.2)

@@ -12,7 +12,8 @@ node-llhttp zlib1g-dev libcmocka-dev
 python3 python3-pytest python3-requests curl prometheus ca-certificates procps
 nginx-light wrk"
 if [ "${1:-}" = bench ]; then
-    PKGS="$PKGS haproxy nghttp2-client nghttp2-proxy iperf3"
+    PKGS="$PKGS haproxy nghttp2-client nghttp2-proxy iperf3 openssh-server openssh-client pagekite
+gnuplot-nox"
 fi
 
 missing=""

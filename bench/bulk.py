@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""Bulk throughput (issue 4, figure 2): large downloads and uploads, one stream and eight.
+
+Setups (bench/peers.py), the app being nginx with a file in memory (/big) and a PUT target
+(/upload) whose bodies it reads whole:
+  ours      curl -TLS-> coder wsproxy server => agent tunnel (TLS, HTTP/2) => coder agent -> app
+  nginx     curl -TLS-> nginx -TLS (keep-alive upstream)-> nginx -> app
+  haproxy   curl -TLS-> haproxy -TLS-> haproxy -> app
+  ssh_R     curl -> sshd =SSH=> `ssh -R` beside the app -> app (the reverse tunnel: our shape)
+  ssh_L     curl -> `ssh -L` =SSH=> sshd -> app (port forwarding as users do it with OpenSSH)
+  pagekite  curl -> pagekite front end => connector beside the app -> app (plain TCP both hops)
+  direct    curl -> app (the physical reference)
+and iperf3 over loopback (raw TCP, no HTTP, no TLS) as the ceiling of the machine.
+
+Every client speaks HTTP/1.1 (the nginx and HAProxy fronts offer nothing else; and curl 7.88's
+HTTP/2 upload spins on the CPU whenever a stream window is shut, seen here: with eight of them
+the machine is saturated by curl). Each transfer is one curl process per stream: a download of the first SIZE bytes of /big (a
+Range request, so eight streams share one file) or an upload (PUT) of SIZE bytes from memory.
+The figure is the bytes of all streams over the wall time from the start of the first curl to
+the end of the last; every transfer is checked (status, byte count). One stream moves
+--one-mib MiB, each of eight --eight-mib MiB. Setups alternate within each round; each figure
+is the median of --runs rounds. Ratio = ours / the two-nginx topology (the goal: >= 1.0); the
+better of nginx and HAProxy is reported beside it.
+
+Usage: bench/bulk.py [--bin build/coder] [--json out.json] [--smoke] [--runs N]
+                     [--one-mib M] [--eight-mib M] [--peers a,b,...]
+--smoke: ours and direct, 4 MiB, one round, to prove the harness works."""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from peers import (Procs, Setup, make_cert, machine, start_app, start_haproxy_pair,
+                   start_nginx_pair, start_ours, start_pagekite, start_ssh_local,
+                   start_ssh_reverse, start_sshd, versions)
+from control_plane import free_port
+
+MIB = 1 << 20
+ALL_PEERS = ("nginx", "haproxy", "ssh_R", "ssh_L", "pagekite", "direct")
+CURL_W = "%{http_code} %{size_download} %{size_upload}"
+
+
+def transfer(setup, direction, streams, size, upload_file):
+    """Runs `streams` curls at once; returns bytes/s over the wall time of all of them."""
+    base = ["curl", "-sS", "-k", "--http1.1", "-o", "/dev/null", "-w", CURL_W, "--max-time", "120"]
+    for h in setup.headers():
+        base += ["-H", h]
+    if direction == "download":
+        cmd = base + ["-r", f"0-{size - 1}", setup.url("big")]
+        want = (206, 200)
+    else:
+        cmd = base + ["-T", upload_file, setup.url("upload")]
+        want = (201, 204)
+    t0 = time.monotonic()
+    ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for _ in range(streams)]
+    outs = [p.communicate() for p in ps]
+    secs = time.monotonic() - t0
+    for p, (out, err) in zip(ps, outs):
+        parts = out.split()
+        if p.returncode != 0 or len(parts) != 3 or int(parts[0]) not in want:
+            raise RuntimeError(f"{direction} via {setup.url()}: curl {p.returncode} {out!r} "
+                               f"{err.strip()[:300]}")
+        moved = int(parts[1]) if direction == "download" else int(parts[2])
+        if moved != size:
+            raise RuntimeError(f"{direction} via {setup.url()}: {moved} bytes, wanted {size}")
+    return streams * size / secs
+
+
+def iperf3(procs, streams, secs):
+    """Raw loopback TCP, bytes/s (the receiver's count)."""
+    port = free_port()
+    server = procs.start(f"iperf3-{streams}", ["iperf3", "-s", "-1", "-B", "127.0.0.1",
+                                               "-p", str(port)])
+    end = time.monotonic() + 10
+    while True:
+        r = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs),
+                            "-P", str(streams), "-J"], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        if time.monotonic() > end:
+            raise RuntimeError(f"iperf3: {r.stdout[-300:]} {r.stderr[-300:]}")
+        time.sleep(0.1)
+    server.wait(10)
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 8
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/coder")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--one-mib", type=int, default=256)
+    ap.add_argument("--eight-mib", type=int, default=64)
+    ap.add_argument("--peers", default=",".join(ALL_PEERS))
+    args = ap.parse_args()
+    coder = os.path.abspath(args.bin)
+    peers = ("direct",) if args.smoke else tuple(p for p in args.peers.split(",") if p)
+    need = {"nginx": "nginx", "haproxy": "haproxy", "ssh_R": "ssh", "ssh_L": "ssh",
+            "pagekite": "pagekite"}
+    for tool in {"nginx", "curl", "openssl"} | {need[p] for p in peers if p in need}:
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found; run `make bench` (it installs the peers)")
+    one, eight = (4, 1) if args.smoke else (args.one_mib, args.eight_mib)
+    runs = 1 if args.smoke else args.runs
+    tmp = tempfile.mkdtemp(prefix="coder-bench-bulk-")
+    os.chmod(tmp, 0o755)  # nginx workers (www-data when started as root) read the app's files
+    procs = Procs(tmp)
+    results = {}
+    raw = {}
+    try:
+        cert, key = make_cert(tmp)
+        app = start_app(procs, tmp, big_mib=max(one, eight))
+        setups = {"ours": start_ours(procs, tmp, coder, app, cert, key)}
+        sshd = None
+        for p in peers:
+            if p in ("ssh_R", "ssh_L") and sshd is None:
+                sshd = start_sshd(procs, tmp)
+            setups[p] = {"direct": lambda: Setup(f"http://127.0.0.1:{app}/"),
+                         "nginx": lambda: start_nginx_pair(procs, tmp, app, cert, key),
+                         "haproxy": lambda: start_haproxy_pair(procs, tmp, app,
+                                                               os.path.join(tmp, "both.pem")),
+                         "ssh_R": lambda: start_ssh_reverse(procs, tmp, app, sshd),
+                         "ssh_L": lambda: start_ssh_local(procs, tmp, app, sshd),
+                         "pagekite": lambda: start_pagekite(procs, tmp, app)}[p]()
+        shm = tempfile.mkdtemp(prefix="coder-bench-up-", dir="/dev/shm")
+        procs.cleanup.append(shm)
+        files = {}
+        for mib in {one, eight}:
+            files[mib] = os.path.join(shm, f"body-{mib}")
+            with open(files[mib], "wb") as f:
+                chunk = os.urandom(MIB)
+                for _ in range(mib):
+                    f.write(chunk)
+        cases = [(d, s) for d in ("download", "upload") for s in (1, 8)]
+        for direction, streams in cases:
+            size = (one if streams == 1 else eight) * MIB
+            samples = {name: [] for name in setups}
+            for _ in range(runs):
+                for name, setup in setups.items():
+                    samples[name].append(transfer(setup, direction, streams, size,
+                                                  files[size // MIB]))
+            for name, s in samples.items():
+                results.setdefault(name, {})[f"{direction}_{streams}"] = statistics.median(s)
+                raw.setdefault(name, {})[f"{direction}_{streams}"] = s
+        if not args.smoke and shutil.which("iperf3"):
+            for streams in (1, 8):
+                results.setdefault("iperf3", {})[f"raw_{streams}"] = iperf3(procs, streams, 2)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    figures = {}
+    for direction in ("download", "upload"):
+        for streams in (1, 8):
+            k = f"{direction}_{streams}"
+            ours = results["ours"][k]
+            pv = {n: round(results[n][k] / MIB, 1) for n in results
+                  if n not in ("ours", "iperf3")}
+            if "iperf3" in results:
+                pv["iperf3_raw_tcp"] = round(results["iperf3"][f"raw_{streams}"] / MIB, 1)
+            best = max((pv[n] for n in ("nginx", "haproxy") if n in pv), default=None)
+            figures[f"bulk_{direction}_{streams}stream{'s' if streams > 1 else ''}_mib_s"] = {
+                "unit": "MiB/s", "ours": round(ours / MIB, 1), "peers": pv,
+                "goal": ">= 1.0x the two-nginx topology",
+                "ratio": round(ours / MIB / pv["nginx"], 3) if pv.get("nginx") else None,
+                "ratio_vs_better_peer": round(ours / MIB / best, 3) if best else None,
+                "bytes_per_stream": (one if streams == 1 else eight) * MIB}
+    doc = {"date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "machine": machine(),
+           "versions": versions(coder), "figures": figures,
+           "raw_mib_s": {n: {k: [round(x / MIB, 1) for x in v] for k, v in d.items()}
+                         for n, d in raw.items()}}
+    names = [n for n in next(iter(figures.values()))["peers"]]
+    print(f"{'figure (MiB/s)':34} {'ours':>8} " + " ".join(f"{n:>9}" for n in names)
+          + f" {'ratio':>6}")
+    for k, f in figures.items():
+        print(f"{k:34} {f['ours']:>8} " + " ".join(f"{f['peers'].get(n, '-'):>9}" for n in names)
+              + f" {f['ratio'] if f['ratio'] is not None else '-':>6}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
