@@ -182,7 +182,7 @@ def start_nginx_pair(procs, tmp, app_port, cert, key):
     conf = nginx_conf(tmp, "nginx-front", f"""upstream back {{ server 127.0.0.1:{back};
         keepalive 256; }}
     server {{
-        listen 127.0.0.1:{front} ssl; {tls}
+        listen 127.0.0.1:{front} ssl http2; {tls}
         location / {{ proxy_pass https://back; proxy_http_version 1.1;
                       proxy_set_header Connection ""; proxy_ssl_session_reuse on; }}
     }}""")
@@ -212,7 +212,7 @@ backend b
     server app 127.0.0.1:{app_port}
 """), ("haproxy-front", f"""{common}
 frontend f
-    bind 127.0.0.1:{front} ssl crt {both}
+    bind 127.0.0.1:{front} ssl crt {both} alpn h2,http/1.1
     default_backend b
 backend b
     server back 127.0.0.1:{back} ssl verify none
@@ -221,6 +221,23 @@ backend b
         with open(cfg, "w") as f:
             f.write(text)
         procs.start(name, ["haproxy", "-db", "-f", cfg])
+    wait_port(back)
+    wait_port(front)
+    return Setup(f"https://127.0.0.1:{front}/")
+
+
+def start_nghttpx_pair(procs, tmp, app_port, cert, key):
+    """The nghttp2 project's proxy in the same shape: client -TLS (h2 or http/1.1)-> nghttpx
+    -TLS, HTTP/2 (one multiplexed connection, as our tunnel)-> nghttpx -> app."""
+    front, back = free_port(), free_port()
+    common = ["nghttpx", "--conf=/dev/null", "--workers=1", "--no-ocsp",
+              "--backend-keep-alive-timeout=60s"]
+    procs.start("nghttpx-back", [*common, f"--frontend=127.0.0.1,{back}",
+                                 f"--backend=127.0.0.1,{app_port}",
+                                 f"--errorlog-file={tmp}/nghttpx-back.log", key, cert])
+    procs.start("nghttpx-front", [*common, f"--frontend=127.0.0.1,{front}",
+                                  f"--backend=127.0.0.1,{back};;tls;proto=h2", "--insecure",
+                                  f"--errorlog-file={tmp}/nghttpx-front.log", key, cert])
     wait_port(back)
     wait_port(front)
     return Setup(f"https://127.0.0.1:{front}/")
@@ -303,6 +320,8 @@ def versions(coder):
             return "not found"
     return {"coder": first([coder, "version"]), "nginx": first(["nginx", "-v"]),
             "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "h2load": first(["h2load", "--version"]), "nghttpx": first(["nghttpx", "--version"]),
+            "openssh": first(["ssh", "-V"]), "curl": first(["curl", "--version"]),
             "openssl": first(["openssl", "version"])}
 
 
