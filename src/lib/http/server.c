@@ -584,6 +584,10 @@ on_headers_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
     struct http_exchange *ex = c->ex;
+    /* The head's scratch buffers (the longest header value: a cookie) are not kept for the
+     * connection's idle life; the next request allocates them again. */
+    buf_fini(&c->field);
+    buf_fini(&c->value);
     ex->req.method = xstrdup(llhttp_method_name((llhttp_method_t)p->method));
     if (ex->req.target == NULL)
         ex->req.target = xstrdup("/");
