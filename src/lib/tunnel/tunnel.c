@@ -50,6 +50,8 @@ struct tunnel {
     bool ready;         /* the peer's first SETTINGS arrived */
     int64_t last_input; /* monotonic ms */
     int64_t ping_sent;  /* 0 when no PING is outstanding */
+    struct buf *out;    /* tunnel_take_output's destination, for DATA frames (send_data) */
+    size_t out_limit;   /* ... and the length it may grow to in this call */
 };
 
 static const struct tunnel_stream_cbs no_cbs;
@@ -111,12 +113,16 @@ stream_pending(const struct tunnel_stream *st)
 
 /* ---- nghttp2 callbacks ---- */
 
+/* How much of a stream's buffer the next DATA frame carries. The bytes are not copied here:
+ * NGHTTP2_DATA_FLAG_NO_COPY has nghttp2 call send_data, which writes the frame straight from the
+ * stream's buffer to the output (one copy fewer for every byte a tunnel carries). */
 static ssize_t
 read_data(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
           nghttp2_data_source *source, void *user_data)
 {
     (void)session;
     (void)id;
+    (void)buf;
     (void)user_data;
     struct tunnel_stream *st = source->ptr;
     size_t avail = stream_pending(st);
@@ -129,13 +135,31 @@ read_data(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length, uin
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = avail < length ? avail : length;
-    memcpy(buf, st->out.data + st->out_off, n);
-    st->out_off += n;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == avail && st->end_requested)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Writes one DATA frame (nghttp2's 9-byte header, then length bytes of the stream's buffer; we
+ * never pad) to the output, and takes those bytes off the stream. */
+static int
+send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+          nghttp2_data_source *source, void *user_data)
+{
+    (void)session;
+    struct tunnel *t = user_data;
+    struct tunnel_stream *st = source->ptr;
+    if (t->out == NULL || frame->data.padlen > 0 || length > stream_pending(st))
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* cannot happen: only tunnel_take_output sends */
+    if (t->out->len >= t->out_limit)
+        return NGHTTP2_ERR_WOULDBLOCK; /* this call's share is out: nghttp2 keeps the frame */
+    buf_append(t->out, framehd, 9);
+    buf_append(t->out, st->out.data + st->out_off, length);
+    st->out_off += length;
     if (st->out_off == st->out.len) {
         buf_reset(&st->out);
         st->out_off = 0;
-        if (st->end_requested)
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
     } else if (st->out_off >= st->out.len / 2) {
         buf_consume(&st->out, st->out_off); /* compact: moves at most half the buffer */
         st->out_off = 0;
@@ -144,7 +168,7 @@ read_data(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length, uin
         st->blocked = false;
         st->want_writable = true;
     }
-    return (ssize_t)n;
+    return 0;
 }
 
 static int
@@ -334,6 +358,7 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
@@ -403,8 +428,10 @@ size_t
 tunnel_take_output(struct tunnel *t, struct buf *out, size_t max)
 {
     enter(t);
-    size_t taken = 0;
-    while (taken < max) {
+    size_t start = out->len;
+    t->out = out; /* DATA frames are written here by send_data */
+    t->out_limit = start + max;
+    while (out->len - start < max) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(t->s, &data);
         if (n <= 0) {
@@ -413,8 +440,9 @@ tunnel_take_output(struct tunnel *t, struct buf *out, size_t max)
             break;
         }
         buf_append(out, data, (size_t)n);
-        taken += (size_t)n;
     }
+    t->out = NULL;
+    size_t taken = out->len - start;
     /* Writers that waited may go on (outside nghttp2's callbacks). */
     for (struct tunnel_stream *st = t->streams; st; st = st->next) {
         if (st->want_writable) {
