@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "base/timeutil.h"
 #include "base/util.h"
+#include "tunnel/h2mem.h"
 #include "tunnel/tunnel.h"
 
 #include <stdio.h>
@@ -446,6 +447,43 @@ test_free_closes_streams(void **state)
     assert_int_equal(c->close_code, TUNNEL_INTERNAL_ERROR);
 }
 
+/* Every session's frame buffer sits in a page-aligned slot (h2mem.h), also after a big transfer;
+ * a freed session gives its slot back. Fails if nghttp2 changes the buffer's size. */
+static void
+test_frame_buffers_in_slots(void **state)
+{
+    (void)state;
+    size_t before = h2mem_slots_in_use();
+    assert_true(before >= 2); /* setup's two sessions */
+    struct tunnel *t = tunnel_new(TUNNEL_CLIENT, NULL, &end_cbs, &client);
+    assert_int_equal(h2mem_slots_in_use(), before + 1);
+    tunnel_free(t);
+    assert_int_equal(h2mem_slots_in_use(), before);
+
+    nghttp2_mem *m = h2mem();
+    uint8_t *fb = m->realloc(NULL, 16394, m->mem_user_data);
+    assert_non_null(fb);
+    assert_int_equal((uintptr_t)fb % 4096, 0);
+    assert_int_equal(h2mem_slots_in_use(), before + 1);
+    for (size_t i = 0; i < 16394; i++)
+        fb[i] = (uint8_t)i;
+    assert_ptr_equal(m->realloc(fb, 20000, m->mem_user_data), fb); /* still inside its slot */
+    uint8_t *grown = m->realloc(fb, 40000, m->mem_user_data);      /* out of it: moved */
+    assert_non_null(grown);
+    assert_int_equal(h2mem_slots_in_use(), before);
+    for (size_t i = 0; i < 16394; i++)
+        assert_int_equal(grown[i], (uint8_t)i);
+    m->free(grown, m->mem_user_data);
+    /* A reused slot reads as zeros (its pages went back to the kernel). */
+    uint8_t *again = m->malloc(16394, m->mem_user_data);
+    assert_int_equal(again[100], 0);
+    m->free(again, m->mem_user_data);
+    void *small = m->malloc(100, m->mem_user_data); /* any other size: malloc */
+    assert_int_equal(h2mem_slots_in_use(), before);
+    m->free(small, m->mem_user_data);
+    assert_int_equal(h2mem_slots_in_use(), before);
+}
+
 int
 main(void)
 {
@@ -459,6 +497,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_and_goaway, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_closes_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_buffers_in_slots, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

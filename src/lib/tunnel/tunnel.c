@@ -5,6 +5,7 @@
  * on_writable is fired after a send pass, and on_output only when the outermost public call
  * returns (depth counts the nesting). */
 #include "tunnel/tunnel.h"
+#include "tunnel/h2mem.h"
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
@@ -366,8 +367,8 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, TUNNEL_HEADER_TABLE);
     if (!(o && o->untrusted_peer))
         nghttp2_option_set_stream_reset_rate_limit(opt, 100000, 10000);
-    int rc = role == TUNNEL_CLIENT ? nghttp2_session_client_new2(&t->s, cb, t, opt)
-                                   : nghttp2_session_server_new2(&t->s, cb, t, opt);
+    int rc = role == TUNNEL_CLIENT ? nghttp2_session_client_new3(&t->s, cb, t, opt, h2mem())
+                                   : nghttp2_session_server_new3(&t->s, cb, t, opt, h2mem());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)
