@@ -493,6 +493,10 @@ api_proxies_register(struct api_ctx *c)
                              (json_int_t)c->proxy.region_id, "derp_map", "derp_force_websockets", 0,
                              "sibling_replicas", arr));
     snprintf(c->registered, sizeof(c->registered), "%s", c->proxy.id);
+    /* A new replica (a restarted proxy) or a moved access URL is checked at once, even when
+     * the proxy looked healthy: what answers there now may be something else. */
+    if (rc != 0 || strcmp(c->proxy.url ? c->proxy.url : "", access_url) != 0)
+        c->health_check = true;
     goto out;
 fail:
     api_reply_error(c, 500, "register workspace proxy: An internal server error occurred.", NULL);
