@@ -95,6 +95,7 @@ proxy_table(struct wsproxy_opts *o, struct conf_opt *t)
                  "and to report its status."},
         {.flag = "proxy-session-token",
          .env = "CODER_PROXY_SESSION_TOKEN",
+         .yaml = "externalWorkspaceProxy.proxySessionToken",
          .group = "External Workspace Proxy",
          .type = CONF_STRING,
          .dest = &o->proxy_session_token,

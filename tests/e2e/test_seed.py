@@ -154,13 +154,14 @@ def test_seed_document(mctx, primary, owner, tmp_path):
     yaml_text = r.stdout
     assert "externalWorkspaceProxy:" in yaml_text and "primaryAccessURL:" in yaml_text, yaml_text
     assert primary.url in yaml_text and f"127.0.0.1:{proxy.tls_port}" in yaml_text, yaml_text
+    assert f'proxySessionToken: "{token}"' in yaml_text, yaml_text  # Coder's key for it
     cfg = tmp_path / "wsproxy.yaml"
     cfg.write_text(yaml_text)
-    # Only the token (a secret) and the trust store stay in the environment.
+    cfg.chmod(0o600)
+    # Everything from the file, the token too; only the trust store stays in the environment.
     from_file = mctx.wsproxy(primary.url, token, name="newyork", http_port=proxy.http_port,
                              tls_port=proxy.tls_port, extra_args=["--config", cfg],
-                             env_exact={"CODER_PROXY_SESSION_TOKEN": token,
-                                        "SSL_CERT_FILE": mctx.certs.ca})
+                             env_exact={"SSL_CERT_FILE": mctx.certs.ca})
     assert from_file.url == proxy.url
     from_file.start()
     _wait_ls(owner, "newyork", "ok", url=proxy.url, timeout=15)
