@@ -43,19 +43,26 @@ h_derp(struct http_exchange *ex, void *arg)
                      NULL);
 }
 
+/* Coder's static "Head to the Dashboard" page (400), with a link back to the dashboard. */
+static void
+dashboard_page(struct http_exchange *ex, struct wsproxy *w, const char *text)
+{
+    char *page = xasprintf("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                           "<title>Head to the Dashboard</title></head><body>"
+                           "<h1>Head to the Dashboard</h1><p>%s</p>"
+                           "<p><a href=\"%s\">Back to site</a></p></body></html>\n",
+                           text, w->primary_url);
+    http_reply_text(ex, 400, "text/html; charset=utf-8", page);
+    free(page);
+}
+
 static void
 h_not_found(struct http_exchange *ex, struct wsproxy *w)
 {
-    char *page = xasprintf(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<title>Head to the Dashboard</title></head><body>"
-        "<h1>Head to the Dashboard</h1>"
-        "<p>Workspace Proxies route traffic in terminals and apps directly to your workspace. "
-        "This page must be loaded from the dashboard. Click to be redirected!</p>"
-        "<p><a href=\"%s\">Back to site</a></p></body></html>\n",
-        w->primary_url);
-    http_reply_text(ex, 400, "text/html; charset=utf-8", page);
-    free(page);
+    dashboard_page(ex, w,
+                   "Workspace Proxies route traffic in terminals and apps directly to your "
+                   "workspace. This page must be loaded from the dashboard. Click to be "
+                   "redirected!");
 }
 
 /* /healthz-report asks the primary for its build info, as Coder's proxy does, so the primary's
@@ -142,6 +149,13 @@ wsproxy_handle(struct http_exchange *ex, void *arg)
 {
     struct wsproxy *w = arg;
     http_common_headers(ex, w->o->net.hsts_max_age, w->o->net.hsts_header_options);
+    if (ex->streaming && w->o->derp_only) { /* --derp-only: no browser traffic */
+        dashboard_page(ex, w,
+                       "This workspace proxy is DERP-only and cannot be used for browser "
+                       "connections. Please use a different region directly from the "
+                       "dashboard. Click to be redirected!");
+        return;
+    }
     if (ex->streaming) { /* wsproxy_apps_match chose it: a path or subdomain app */
         wsproxy_apps_handle(ex, w);
         return;

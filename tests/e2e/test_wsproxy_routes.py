@@ -165,3 +165,22 @@ def test_regions_lists_primary_first(stack, proxy):
     assert regions[0]["path_app_url"].rstrip("/") == stack.primary.url
     ours = {x["name"]: x for x in regions}["routes"]
     assert ours["healthy"] is True and ours["path_app_url"].rstrip("/") == proxy.url
+
+
+def test_derp_only_proxy_serves_no_browser_traffic(stack):
+    """--derp-only: app routes answer Coder's DERP-only dashboard page (400), the proxy's own
+    routes still work, and /regions (the dashboard's region picker) leaves it out."""
+    _, token = stack.create_proxy("derponly")
+    p = stack.start_proxy(token, name="derponly", extra_args=["--derp-only"]).start()
+    stack.wait_status("derponly", "ok")
+    for base, verify in _bases(p):
+        r = _get(base, verify, f"/@{harness.OWNER_USERNAME}/ws/apps/site/")
+        assert r.status_code == 400, (base, r.status_code, r.text[:200])
+        assert r.headers["Content-Type"].split(";")[0].strip() == "text/html"
+        assert "This workspace proxy is DERP-only and cannot be used for browser" in r.text
+        assert stack.primary.url in r.text  # the link back to the dashboard
+        assert _get(base, verify, "/healthz").text == "OK"
+    assert stack.proxy("derponly")["derp_only"] is True
+    names = [x["name"] for x in stack.api.get("/api/v2/regions").json()["regions"]]
+    assert "derponly" not in names and "primary" in names
+    assert p.stop() == 0
