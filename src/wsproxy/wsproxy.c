@@ -336,6 +336,7 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
         if (w->prom == NULL)
             return -1;
         printf("Started Prometheus metrics endpoint at http://%s\n", o->net.prometheus_address);
+        fflush(stdout);
     }
     if (wsproxy_register_first(w, err) < 0)
         return -1;

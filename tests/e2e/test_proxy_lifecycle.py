@@ -67,3 +67,34 @@ def test_bad_reregister_interval_is_refused(ctx):
     rc, err = p.expect_exit(10)
     assert rc == 1
     assert "--proxy-reregister-interval must be between 100ms and 1m0s" in err, err
+
+
+def test_sigint_deregisters_and_exits_cleanly(ctx):
+    """Ctrl-C (SIGINT), like SIGTERM: deregister (unreachable at once, with the reason), exit 0."""
+    import signal
+
+    stack = ctx.stack()  # default 1-minute health interval: only deregistration can tell
+    _, token = stack.create_proxy("ctrlc")
+    p = stack.start_proxy(token, name="ctrlc").start()
+    stack.wait_status("ctrlc", "ok")
+    p.proc.signal(signal.SIGINT)
+    rc, err = p.expect_exit(5)
+    assert rc == 0, err
+    assert "deregistered from the primary" in err, err
+    proxy = stack.wait_status("ctrlc", "unreachable", timeout=2)
+    assert any("deregistered" in e for e in proxy["status"]["report"]["errors"]), proxy
+
+
+def test_disable_path_apps(ctx):
+    """--disable-path-apps: a path app at this proxy is refused with Coder's reason (403)."""
+    from harness import OWNER_USERNAME, http_get
+
+    stack = ctx.stack()
+    _, token = stack.create_proxy("nopath")
+    p = stack.start_proxy(token, name="nopath", extra_args=["--disable-path-apps"]).start()
+    stack.wait_status("nopath", "ok")
+    r = http_get(f"{p.url}/@{OWNER_USERNAME}/ws/apps/site/", verify=str(ctx.certs.ca),
+                 headers={"Coder-Session-Token": stack.client.token()})
+    assert r.status_code == 403, (r.status_code, r.text[:300])
+    assert "Path-based applications are disabled on this workspace proxy" in r.text
+    assert p.stop() == 0

@@ -132,6 +132,12 @@ def test_seed_document(mctx, primary, owner, tmp_path):
     text = wait_for(metrics_ready, 5, 0.2, "proxy metrics")
     rss = harness.metric_samples(text, "process_resident_memory_bytes")
     assert rss and rss[0][1] > 0
+    for name in ("process_cpu_seconds_total", "process_open_fds", "process_max_fds",
+                 "process_start_time_seconds", "process_virtual_memory_bytes"):
+        v = harness.metric_samples(text, name)
+        assert v and v[0][1] > 0, (name, v)
+    start = harness.metric_samples(text, "process_start_time_seconds")[0][1]
+    assert abs(start - time.time()) < 600, start  # seconds since the epoch, not since boot
 
     # --- "unreachable: the proxy went offline": kill -9, no deregistration.
     assert proxy.kill9() == -9
