@@ -52,6 +52,13 @@ on_routed(struct http_exchange *ex, void *arg)
 }
 
 static void
+on_upgrade(struct http_exchange *ex, struct net_stream *st, void *arg)
+{
+    struct server_run *r = arg;
+    api_metrics_upgraded(r->apim, ex, st);
+}
+
+static void
 on_done(struct http_exchange *ex, void *arg)
 {
     struct server_run *r = arg;
@@ -209,6 +216,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
                                      .arg = r,
                                      .on_done = on_done,
                                      .on_routed = on_routed,
+                                     .on_upgrade = on_upgrade,
                                      .stream = stream_match,
                                      .realip = o->net.realip};
     p->http = http_server_new(p->loop, &hopts);

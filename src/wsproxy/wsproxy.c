@@ -25,6 +25,13 @@ on_routed(struct http_exchange *ex, void *arg)
 }
 
 static void
+on_upgrade(struct http_exchange *ex, struct net_stream *st, void *arg)
+{
+    struct wsproxy *w = arg;
+    api_metrics_upgraded(w->apim, ex, st);
+}
+
+static void
 on_done(struct http_exchange *ex, void *arg)
 {
     struct wsproxy *w = arg;
@@ -315,6 +322,7 @@ start(struct wsproxy *w, struct global_opts *g, char **err)
                                      .arg = w,
                                      .on_done = on_done,
                                      .on_routed = on_routed,
+                                     .on_upgrade = on_upgrade,
                                      .stream = wsproxy_apps_match,
                                      .realip = o->net.realip};
     w->http = http_server_new(w->loop, &hopts);

@@ -1002,8 +1002,11 @@ class Stack:
                                                    **(extra_env or {})})
         agent.start()
         if region is not None:
-            wait_for(lambda: f"({region})" in agent.stderr(), timeout, 0.05,
-                     f"agent tunnel to {region}")
+            def up():  # "connected to URL (REGION)"; a failed attempt names the region too
+                return any("connected to " in ln and ln.endswith(f"({region})")
+                           for ln in agent.stderr().splitlines())
+
+            wait_for(up, timeout, 0.05, f"agent tunnel to {region}")
         return agent
 
 

@@ -227,3 +227,36 @@ def test_region_options_are_checked(ctx, args, message):
     r = ctx.run(["wsproxy", "server", "--primary-access-url", "http://127.0.0.1:1",
                  "--proxy-session-token", "x", *args])
     assert r.rc != 0 and r.stderr.strip().splitlines()[-1] == message
+
+
+def test_tunnels_count_as_websockets_in_the_metrics(ctx):
+    """coderd_api_concurrent_websockets{path} counts upgraded connections (here the agent's
+    tunnel) at the proxy and the primary while they live; websocket_durations_seconds records
+    each when it ends (CODER-COMPAT §8)."""
+    from harness import metric_samples
+
+    stack = ctx.stack(prometheus=True)
+    _, ptoken = stack.create_proxy("wsm")
+    proxy = stack.start_proxy(ptoken, name="wsm", prometheus=True, tls=False).start()
+    stack.wait_status("wsm", "ok")
+    token = stack.create_workspace("wsm-dev")
+    agent = stack.start_agent(token, region="wsm")
+    path = "/api/v2/workspaceagents/me/tunnel"
+
+    def gauge(text):
+        return {lbl.get("path"): v for lbl, v in
+                metric_samples(text, "coderd_api_concurrent_websockets")}
+
+    def count(text):
+        return {lbl.get("path"): v for lbl, v in
+                metric_samples(text, "coderd_api_websocket_durations_seconds_count")}
+
+    wait_for(lambda: gauge(proxy.metrics()).get(path) == 1, 5, 0.1, "proxy counts the tunnel")
+    wait_for(lambda: gauge(stack.primary.metrics()).get(path) == 1, 5, 0.1,
+             "primary counts the tunnel")
+    assert agent.stop() == 0
+    wait_for(lambda: gauge(proxy.metrics()).get(path) == 0, 5, 0.1, "proxy: tunnel gone")
+    text = proxy.metrics()
+    assert "# TYPE coderd_api_websocket_durations_seconds histogram" in text
+    assert count(text).get(path, 0) >= 1
+    assert proxy.stop() == 0

@@ -2,13 +2,24 @@
 #include "base/timeutil.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
+#include "net/stream.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 struct api_metrics {
     struct metrics_family *processed;
     struct metrics_family *latency;
     struct metrics_family *concurrent;
+    struct metrics_family *ws_concurrent;
+    struct metrics_family *ws_durations;
+};
+
+/* One upgraded connection being counted (freed when its stream ends). */
+struct ws_count {
+    struct api_metrics *m;
+    const char *path; /* a static route pattern */
+    int64_t start_us;
 };
 
 struct api_metrics *
@@ -26,6 +37,15 @@ api_metrics_new(struct metrics_registry *reg)
                                        latency_labels, buckets, ARRAY_LEN(buckets));
     m->concurrent = metrics_gauge_new(reg, "coderd_api_concurrent_requests",
                                       "The number of concurrent API requests.", 2, latency_labels);
+    static const char *const path_only[] = {"path"};
+    static const double ws_buckets[] = {0.001, 1, 60, 3600, 54000, 108000};
+    m->ws_concurrent =
+        metrics_gauge_new(reg, "coderd_api_concurrent_websockets",
+                          "The total number of concurrent API websockets.", 1, path_only);
+    m->ws_durations = metrics_histogram_new(reg, "coderd_api_websocket_durations_seconds",
+                                            "Websocket duration distribution of requests in "
+                                            "seconds.",
+                                            1, path_only, ws_buckets, ARRAY_LEN(ws_buckets));
     return m;
 }
 
@@ -66,4 +86,28 @@ api_metrics_end(struct api_metrics *m, const struct http_exchange *ex)
     metrics_histogram_observe(m->latency, ll, (double)(time_mono_us() - ex->start_us) / 1e6);
     if (ex->routed)
         metrics_gauge_add(m->concurrent, ll, -1);
+}
+
+static void
+ws_end(void *arg)
+{
+    struct ws_count *w = arg;
+    const char *ll[] = {w->path};
+    metrics_gauge_add(w->m->ws_concurrent, ll, -1);
+    metrics_histogram_observe(w->m->ws_durations, ll, (double)(time_mono_us() - w->start_us) / 1e6);
+    free(w);
+}
+
+void
+api_metrics_upgraded(struct api_metrics *m, const struct http_exchange *ex, struct net_stream *st)
+{
+    if (m == NULL)
+        return;
+    struct ws_count *w = xcalloc(1, sizeof(*w));
+    w->m = m;
+    w->path = path_label(ex);
+    w->start_us = time_mono_us();
+    const char *ll[] = {w->path};
+    metrics_gauge_add(m->ws_concurrent, ll, 1);
+    net_stream_on_finalize(st, ws_end, w);
 }

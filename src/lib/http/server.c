@@ -434,6 +434,8 @@ http_exchange_upgrade(struct http_exchange *ex, const struct net_stream_cbs *cbs
     serialize_response(ex, &out);
     net_stream_write(c->s, out.data, out.len);
     buf_fini(&out);
+    if (s->o.on_upgrade)
+        s->o.on_upgrade(ex, c->s, s->o.arg);
     if (s->o.on_done)
         s->o.on_done(ex, s->o.arg);
     http_exchange_free_internal(ex);

@@ -98,7 +98,9 @@ struct http_server_opts {
     http_handler_fn handler;
     void *arg;
     http_done_fn on_done;
-    http_done_fn on_routed;      /* a route matched ex (ex->route set), before its handler runs */
+    http_done_fn on_routed; /* a route matched ex (ex->route set), before its handler runs */
+    /* ex switched protocols (101) and st is handed to its new owner (metrics). */
+    void (*on_upgrade)(struct http_exchange *ex, struct net_stream *st, void *arg);
     size_t max_body;             /* 0 = 1 MiB; larger bodies get 413 */
     size_t max_header_bytes;     /* 0 = 64 KiB (request line + headers); larger gets 431 */
     size_t max_headers;          /* 0 = 100 headers; more gets 431 */

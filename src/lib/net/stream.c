@@ -34,6 +34,8 @@ struct net_stream {
     bool gai_pending; /* the resolver still holds s */
     const struct net_stream_cbs *cbs;
     void *arg;
+    void (*on_finalize)(void *arg); /* an observer of the end (net_stream_on_finalize) */
+    void *finalize_arg;
     char peer_ip[64];
     char why[256];
     bool dialing;     /* resolution or connect under way */
@@ -74,6 +76,8 @@ finalize(struct net_stream *s)
         s->close_reported = true;
         s->cbs->on_close(s, s->why[0] ? s->why : NULL, s->arg);
     }
+    if (s->on_finalize)
+        s->on_finalize(s->finalize_arg);
     tls_session_free(s->tls);
     if (s->ai)
         uv_freeaddrinfo(s->ai);
@@ -139,6 +143,13 @@ net_stream_bind(struct net_stream *s, const struct net_stream_cbs *cbs, void *ar
 {
     s->cbs = cbs;
     s->arg = arg;
+}
+
+void
+net_stream_on_finalize(struct net_stream *s, void (*fn)(void *arg), void *arg)
+{
+    s->on_finalize = fn;
+    s->finalize_arg = arg;
 }
 
 /* ---- writing ---- */

@@ -64,6 +64,9 @@ void net_stream_resume(struct net_stream *s);
 void net_stream_close(struct net_stream *s);
 /* Re-targets the callbacks (e.g. an HTTP upgrade hands the stream to the tunnel). */
 void net_stream_bind(struct net_stream *s, const struct net_stream_cbs *cbs, void *arg);
+/* fn(arg) runs once the stream is gone, after its owner's on_close, whoever owns it by then (one
+ * observer: metrics of an upgraded connection). */
+void net_stream_on_finalize(struct net_stream *s, void (*fn)(void *arg), void *arg);
 
 /* Joins two streams: bytes flow both ways, each side paused while the other is full, a
  * half-close carried across, a close closing the other. Frees itself when both are closed,
