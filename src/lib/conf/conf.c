@@ -715,8 +715,7 @@ help_option(struct buf *b, const struct conf_opt *o)
         buf_printf(b, "      --%s", o->flag);
     char *owned;
     const char *t = type_name(o, &owned);
-    if (o->type != CONF_BOOL || o->env)
-        buf_printf(b, " %s", o->type == CONF_BOOL ? "bool" : t);
+    buf_printf(b, " %s", t);
     free(owned);
     if (o->env)
         buf_printf(b, ", $%s", o->env);
@@ -742,16 +741,32 @@ cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* --write-config is parsed here rather than declared by each command; it is listed beside
+ * the option that names the config file, as Coder's help does. */
+static const struct conf_opt write_config_opt = {
+    .flag = "write-config",
+    .type = CONF_BOOL,
+    .help = "Write out the current server config as YAML to stdout.",
+};
+
+static bool
+in_group(const struct conf_opt *o, const char *group)
+{
+    return group ? o->group && strcmp(o->group, group) == 0 : o->group == NULL;
+}
+
 static void
 help_group(struct buf *b, const struct conf_cmd *cmd, const char *group)
 {
-    const struct conf_opt **list = xcalloc(cmd->nopts + 1, sizeof(*list));
+    const struct conf_opt **list = xcalloc(cmd->nopts + 2, sizeof(*list));
     size_t n = 0;
     for (size_t i = 0; i < cmd->nopts; i++) {
         const struct conf_opt *o = &cmd->opts[i];
+        if (cmd->yaml_config && o->flag && strcmp(o->flag, "config") == 0 && in_group(o, group))
+            list[n++] = &write_config_opt;
         if (o->hidden || !o->flag)
             continue;
-        if (group ? (o->group && strcmp(o->group, group) == 0) : o->group == NULL)
+        if (in_group(o, group))
             list[n++] = o;
     }
     if (n) {
