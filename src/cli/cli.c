@@ -193,22 +193,60 @@ cli_api(struct cli *c, const char *method, const char *path, json_t *body, json_
             *status = st;
         return 0;
     }
-    const char *msg = json_string_value(json_object_get(j, "message"));
-    const char *detail = json_string_value(json_object_get(j, "detail"));
-    json_t *vals = json_object_get(j, "validations");
-    const char *vdetail = json_string_value(json_object_get(json_array_get(vals, 0), "detail"));
-    if (detail == NULL || *detail == '\0')
-        detail = vdetail;
-    /* One line; a 401 also says what to do about it. */
-    const char *hint = st == 401 ? " Try logging in using 'coder login'." : "";
-    if (msg && detail && *detail)
-        cli_fail("%s: %s%s", msg, detail, hint);
-    else if (msg)
-        cli_fail("%s%s", msg, hint);
-    else
-        cli_fail("unexpected status code %ld from %s %s%s", st, method, path, hint);
+    char *msg = cli_api_error(st, j);
+    cli_fail("%s", msg);
+    free(msg);
     json_decref(j);
     return -1;
+}
+
+/* Starts the next part of a one-line message: what came before is closed with a full stop
+ * unless it ends with punctuation already. */
+static void
+next_part(struct buf *b)
+{
+    if (b->len == 0)
+        return;
+    if (!strchr(".!?:", b->data[b->len - 1]))
+        buf_putc(b, '.');
+    buf_putc(b, ' ');
+}
+
+char *
+cli_api_error(long status, json_t *body)
+{
+    const char *msg = json_string_value(json_object_get(body, "message"));
+    const char *detail = json_string_value(json_object_get(body, "detail"));
+    json_t *vals = json_object_get(body, "validations");
+    /* A 401 carries codersdk's helper, and then Coder leaves the detail out. */
+    const char *helper = status == 401 ? "Try logging in using 'coder login'." : NULL;
+    struct buf b;
+    buf_init(&b);
+    if (msg && *msg)
+        buf_puts(&b, msg);
+    else
+        buf_printf(&b, "unexpected status code %ld, response has no message", status);
+    size_t nvals = json_array_size(vals);
+    if (nvals) {
+        next_part(&b);
+        buf_printf(&b, "%zu validation error(s) found:", nvals);
+        size_t i;
+        json_t *v;
+        json_array_foreach(vals, i, v)
+        {
+            const char *field = json_string_value(json_object_get(v, "field"));
+            const char *why = json_string_value(json_object_get(v, "detail"));
+            buf_printf(&b, "%s %s: %s", i ? ";" : "", field ? field : "", why ? why : "");
+        }
+    }
+    if (helper || (detail && *detail)) {
+        next_part(&b);
+        if (helper)
+            buf_printf(&b, "Suggestion: %s", helper);
+        else
+            buf_puts(&b, detail);
+    }
+    return buf_steal(&b);
 }
 
 bool

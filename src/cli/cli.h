@@ -37,6 +37,11 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * body; caller decrefs) and *status. Otherwise prints one error line and returns -1. */
 int cli_api(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
             long *status);
+/* The one line an API error answer (status, JSON body or NULL) prints, in the order of Coder's
+ * formatCoderSDKError: the message, "N validation error(s) found" and each "field: detail",
+ * the 401's suggestion (which hides the detail), else the detail. Coder gives each its own
+ * line; ours are sentences on one. Returns a new string. */
+char *cli_api_error(long status, json_t *body);
 /* Like cli_api but returns the status and body of any HTTP answer without printing; -1 only
  * when no answer arrived (*err set). */
 int cli_api_raw(struct cli *c, const char *method, const char *path, json_t *body, json_t **out,
