@@ -250,21 +250,19 @@ cli_api_error(long status, json_t *body)
 }
 
 bool
-cli_stdin_is_tty(void)
+cli_stdin_is_tty(const struct cli *c)
 {
-    return isatty(STDIN_FILENO);
+    return c->g.force_tty || isatty(STDIN_FILENO);
 }
 
-char *
-cli_prompt(const char *question, const char *def, bool secret)
+/* Reads one line from stdin; returns it trimmed (new string), or NULL at end of input. Bytes
+ * past the buffer on an over-long line are dropped. */
+static char *
+read_answer(bool secret)
 {
-    if (def && *def)
-        fprintf(stderr, "> %s (%s) ", question, def);
-    else
-        fprintf(stderr, "> %s ", question);
-    fflush(stderr);
     struct termios old, quiet;
-    bool hidden = secret && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    bool tty = isatty(STDIN_FILENO);
+    bool hidden = secret && tty && tcgetattr(STDIN_FILENO, &old) == 0;
     if (hidden) {
         quiet = old;
         quiet.c_lflag &= ~(tcflag_t)ECHO;
@@ -272,18 +270,52 @@ cli_prompt(const char *question, const char *def, bool secret)
     }
     char line[1024];
     char *got = fgets(line, sizeof(line), stdin);
-    if (hidden) {
-        tcsetattr(STDIN_FILENO, TCSANOW, &old);
-        fputc('\n', stderr);
+    if (got && !strchr(line, '\n')) {
+        int ch;
+        while ((ch = getchar()) != EOF && ch != '\n')
+            ;
     }
-    if (got == NULL)
-        return NULL;
-    char *t = str_trim_dup(line);
-    if (*t == '\0' && def) {
+    if (hidden)
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    /* A terminal echoes the Enter that ends the answer. Without one (piped stdin, hidden
+     * input, end of input) end the prompt's line here, so what follows starts on its own
+     * line; Coder leaves it glued to the prompt. */
+    if (!tty || hidden || !got)
+        fputc('\n', stdout);
+    fflush(stdout);
+    return got ? str_trim_dup(line) : NULL;
+}
+
+char *
+cli_prompt(const char *question, const char *def, bool secret)
+{
+    if (def && *def)
+        printf("> %s (%s) ", question, def);
+    else
+        printf("> %s ", question);
+    fflush(stdout);
+    char *t = read_answer(secret);
+    if (t && *t == '\0' && def) {
         free(t);
         return xstrdup(def);
     }
     return t;
+}
+
+char *
+cli_prompt_checked(const char *question, const char *def, bool secret, cli_prompt_check check,
+                   void *arg)
+{
+    for (;;) {
+        char *a = cli_prompt(question, def, secret);
+        if (a == NULL)
+            return NULL;
+        const char *why = check(a, arg);
+        if (why == NULL)
+            return a;
+        printf("%s\n", why);
+        free(a);
+    }
 }
 
 void
@@ -413,16 +445,47 @@ cli_columns_free(char **v, int n)
 }
 
 int
+cli_prompt_set(char **dest, const char *question, const char *def, bool secret,
+               cli_prompt_check check)
+{
+    char *v = check ? cli_prompt_checked(question, def, secret, check, NULL)
+                    : cli_prompt(question, def, secret);
+    if (v == NULL) {
+        cli_fail("no answer to \"%s\": end of input", question);
+        return -1;
+    }
+    free(*dest);
+    *dest = v;
+    return 0;
+}
+
+int
+cli_ask_yes(const char *question, const char *def)
+{
+    /* Coder's cliui.Prompt with IsConfirm: "(yes/no)" after the question, and an empty
+     * answer takes the default. */
+    char *q = xasprintf("%s (yes/no)", question);
+    char *a = cli_prompt(q, NULL, false);
+    free(q);
+    if (a == NULL)
+        return -1;
+    const char *answer = *a ? a : def;
+    int yes = str_eq_ci(answer, "yes") || str_eq_ci(answer, "y");
+    free(a);
+    return yes;
+}
+
+int
 cli_confirm(bool yes, const char *question, const char *def)
 {
     if (yes)
         return 0;
-    if (!cli_stdin_is_tty())
-        return cli_fail("refusing to go on without confirmation: pass --yes");
-    char *q = xasprintf("%s (yes/no)", question);
-    char *a = cli_prompt(q, def, false);
-    bool ok = a && (str_eq_ci(a, "yes") || str_eq_ci(a, "y"));
-    free(q);
-    free(a);
-    return ok ? 0 : cli_fail("canceled");
+    switch (cli_ask_yes(question, def)) {
+    case 1:
+        return 0;
+    case 0:
+        return cli_fail("canceled");
+    default:
+        return cli_fail("canceled: no answer on standard input (pass --yes to skip the prompt)");
+    }
 }

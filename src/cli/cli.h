@@ -52,18 +52,32 @@ char *cli_config_read(struct cli *c, const char *name);
 int cli_config_write(struct cli *c, const char *name, const char *value);
 void cli_config_remove(struct cli *c, const char *name);
 
-/* Asks a question on the terminal. Returns a new string (def when the answer is empty), or
- * NULL at end of input. secret hides the echo. */
+/* Asks a question as Coder's cliui.Prompt does: "> question (def) " on stdout, the answer one
+ * line of stdin, whether a terminal or a pipe. Returns a new string (def when the answer is
+ * empty), or NULL at end of input. secret hides the echo on a terminal. */
 char *cli_prompt(const char *question, const char *def, bool secret);
-bool cli_stdin_is_tty(void);
+/* Checks an answer: NULL when it is good, else the line to print before asking again. */
+typedef const char *(*cli_prompt_check)(const char *answer, void *arg);
+/* cli_prompt, asked again until check accepts the answer (or input ends: NULL). */
+char *cli_prompt_checked(const char *question, const char *def, bool secret, cli_prompt_check check,
+                         void *arg);
+/* Whether stdin is a terminal, or --force-tty says to act as if (Coder's isTTYIn). */
+/* Asks (checked when check is set; it gets a NULL arg) and replaces *dest with the answer.
+ * At end of input prints "no answer to ..." and returns -1. */
+int cli_prompt_set(char **dest, const char *question, const char *def, bool secret,
+                   cli_prompt_check check);
+bool cli_stdin_is_tty(const struct cli *c);
 /* The --yes/-y option every confirming command has. */
 #define CLI_OPT_YES(ptr)                                                                           \
     {                                                                                              \
         .flag = "yes", .shorthand = 'y', .type = CONF_BOOL, .dest = (ptr),                         \
         .help = "Bypass prompts."                                                                  \
     }
-/* Asks question (yes/no, default def) unless yes. Returns 0 to go on; otherwise prints why
- * ("canceled", or that --yes is needed without a terminal) and returns 1. */
+/* Asks "question (yes/no)". Returns 1 for "yes" or "y" (any case; def when the answer is
+ * empty), 0 for anything else, -1 at end of input. */
+int cli_ask_yes(const char *question, const char *def);
+/* Asks question (yes/no, def when the answer is empty) unless yes. Returns 0 on "yes" or "y"
+ * (any case); otherwise, end of input included, prints a one-line refusal and returns 1. */
 int cli_confirm(bool yes, const char *question, const char *def);
 
 /* A table: header names, then rows of cells; columns padded, separated by two spaces. */

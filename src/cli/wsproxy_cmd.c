@@ -166,10 +166,41 @@ print_update(struct cli *c, struct update_opts *o, json_t *resp, bool created)
     return 0;
 }
 
+#define BAD_ICON "icon must be a relative path to an emoji or a publicly hosted image URL"
+
 static bool
 icon_ok(const char *icon)
 {
     return str_has_prefix(icon, "/emojis/") || str_has_prefix(icon, "http");
+}
+
+static const char *
+check_icon(const char *answer, void *arg)
+{
+    (void)arg;
+    return icon_ok(answer) ? NULL : BAD_ICON;
+}
+
+static bool
+empty(const char *s)
+{
+    return s == NULL || *s == '\0';
+}
+
+/* Coder's create prompts for what the flags left out (unless --no-prompt); the answers may
+ * come from a pipe as well as from a terminal. */
+static int
+ask_missing(struct update_opts *o)
+{
+    if (empty(o->name) && cli_prompt_set(&o->name, "Proxy Name:", NULL, false, NULL) < 0)
+        return -1;
+    if (empty(o->display_name) &&
+        cli_prompt_set(&o->display_name, "Display Name:", o->name, false, NULL) < 0)
+        return -1;
+    if (empty(o->icon) &&
+        cli_prompt_set(&o->icon, "Icon URL:", "/emojis/1f5fa.png", false, check_icon) < 0)
+        return -1;
+    return 0;
 }
 
 int
@@ -219,30 +250,15 @@ cmd_wsproxy_create(int argc, char **argv)
     }
     int rc = 1;
     json_t *resp = NULL;
-    bool prompts = !o.no_prompt && cli_stdin_is_tty();
-    if (cli_require_session(&c) < 0)
-        goto out;
-    if ((o.name == NULL || *o.name == '\0') && prompts) {
-        char *v = cli_prompt("Proxy Name:", NULL, false);
-        str_replace(&o.name, v);
-        free(v);
-    }
-    if (o.name == NULL || *o.name == '\0') {
-        rc = cli_fail("proxy name is required");
-        goto out;
-    }
-    if ((o.display_name == NULL || *o.display_name == '\0') && prompts) {
-        char *v = cli_prompt("Display Name:", o.name, false);
-        str_replace(&o.display_name, v);
-        free(v);
-    }
-    if ((o.icon == NULL || *o.icon == '\0') && prompts) {
-        char *v = cli_prompt("Icon URL:", "/emojis/1f5fa.png", false);
-        str_replace(&o.icon, v);
-        free(v);
-    }
+    /* Coder checks --icon as the flag is parsed, before anything else. */
     if (o.icon && *o.icon && !icon_ok(o.icon)) {
-        rc = cli_fail("icon must be a relative path to an emoji or a publicly hosted image URL");
+        cli_fail("%s", BAD_ICON);
+        goto out;
+    }
+    if (cli_require_session(&c) < 0 || (!o.no_prompt && ask_missing(&o) < 0))
+        goto out;
+    if (o.name == NULL || *o.name == '\0') {
+        cli_fail("proxy name is required");
         goto out;
     }
     json_t *body = json_pack("{s:s, s:s, s:s}", "name", o.name, "display_name",
@@ -397,7 +413,7 @@ cmd_wsproxy_edit(int argc, char **argv)
         goto out;
     }
     if (o.icon && *o.icon && !icon_ok(o.icon)) {
-        rc = cli_fail("icon must be a relative path to an emoji or a publicly hosted image URL");
+        rc = cli_fail("%s", BAD_ICON);
         goto out;
     }
     if ((px = fetch_proxy(&c, c.res.args[0])) == NULL)
