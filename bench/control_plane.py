@@ -81,7 +81,8 @@ def main():
                         "--first-user-password", "SomeSecurePassword!1",
                         "--first-user-trial=false"], env=cenv, check=True,
                        stdout=subprocess.DEVNULL)
-        token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--only-token"],
+        token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--display-name", "Bench",
+                            "--only-token"],
                                env=cenv, check=True, capture_output=True, text=True).stdout.strip()
         times = []
         proxy_rss = proxy_dirty = 0
