@@ -1,6 +1,9 @@
-"""TLS on the proxy (min version, client auth modes, HSTS) and outbound trust to the primary."""
+"""TLS on the proxy (min version, client auth modes, HSTS), outbound trust to the primary, and
+Coder's self-signed certificate when TLS is enabled without one."""
 
+import socket
 import ssl
+import subprocess
 
 import pytest
 
@@ -152,3 +155,108 @@ def test_outbound_trust_to_a_tls_primary(ctx):
     p = stack.start_proxy(token, name="trust").start()
     stack.wait_status("trust", "ok")
     assert p.stop() == 0
+
+
+# ---- TLS enabled with no certificate: a self-signed one, as Coder's configureServerTLS makes
+# (cli/server.go generateSelfSignedCertificate: ECDSA P-256, serial 1, 180 days, 127.0.0.1).
+
+SELF_SIGNED_LOG = "serving a self-signed certificate"
+
+
+def _peer_cert_pem(port):
+    """The certificate a TLS listener presents, fetched without verifying it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), 5) as raw:
+        with ctx.wrap_socket(raw) as s:
+            return ssl.DER_cert_to_PEM_cert(s.getpeercert(binary_form=True))
+
+
+def _openssl_out(*args):
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _assert_coder_self_signed(port, path, test_ca):
+    """The listener on port serves /healthz under a certificate signed by its own key, shaped
+    as Coder's. Returns its PEM."""
+    pem = _peer_cert_pem(port)
+    path.write_text(pem)
+    # Signed by its own key: it verifies with itself as the only trust anchor, its own
+    # signature checked too (a certificate from the test CA fails this).
+    rc, out = _openssl_out("verify", "-check_ss_sig", "-CAfile", str(path), str(path))
+    assert rc == 0 and out.strip().endswith("OK"), out
+    rc, text = _openssl_out("x509", "-in", str(path), "-noout", "-text")
+    assert rc == 0, text
+    for needle in ("Serial Number: 1 (0x1)", "ecdsa-with-SHA256", "NIST CURVE: P-256",
+                   "CA:FALSE", "Digital Signature, Key Encipherment",
+                   "TLS Web Server Authentication", "IP Address:127.0.0.1"):
+        assert needle in text, (needle, text)
+    # A client that trusts exactly this certificate reaches /healthz on 127.0.0.1: the name
+    # matches, and the peer's fields are Coder's (empty subject = issuer, 180 days).
+    ctx = tls_client_context(path)
+    assert https_get_status(port, ctx)[::2] == (200, b"OK")
+    with socket.create_connection(("127.0.0.1", port), 5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            cert = s.getpeercert()
+    assert cert["subject"] == () and cert["issuer"] == (), cert
+    assert cert["subjectAltName"] == (("IP Address", "127.0.0.1"),), cert
+    days = (ssl.cert_time_to_seconds(cert["notAfter"]) -
+            ssl.cert_time_to_seconds(cert["notBefore"])) / 86400
+    assert days == 180, cert
+    # Not the test CA's certificate: a client trusting only that CA refuses it.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get_status(port, tls_client_context(test_ca))
+    return pem
+
+
+def _assert_logged_once_no_key(proc):
+    out = proc.output()
+    assert strip_ansi(out).count(SELF_SIGNED_LOG) == 1, out
+    assert "PRIVATE KEY" not in out and "BEGIN" not in out, out
+
+
+def test_self_signed_when_no_certificate(stack, tmp_path):
+    ca = stack.ctx.certs.ca
+    # The primary, with flags.
+    tls_port = harness.free_port()
+    primary = stack.ctx.primary(
+        name="selfsigned-primary",
+        extra_args=["--tls-enable", "--tls-address", f"127.0.0.1:{tls_port}"]).start()
+    primary_pem = _assert_coder_self_signed(tls_port, tmp_path / "primary.pem", ca)
+    _assert_logged_once_no_key(primary.proc)
+
+    # The proxy, with the environment (the seed's certificate variables removed).
+    p = _start(stack, "selfsigned", extra_env={"CODER_TLS_CERT_FILE": None,
+                                               "CODER_TLS_KEY_FILE": None})
+    proxy_pem = _assert_coder_self_signed(p.tls_port, tmp_path / "proxy.pem", ca)
+    _assert_logged_once_no_key(p.proc)
+    # Made at start-up: each process has its own key.
+    assert proxy_pem != primary_pem
+    assert primary.stop() == 0
+
+
+MISMATCH = "--tls-cert-file and --tls-key-file must be used the same amount of times"
+
+
+def test_key_without_certificate_is_an_error(stack):
+    certs = stack.ctx.certs
+    # Proxy: a key file alone, from the environment.
+    _, token = stack.create_proxy()
+    p = stack.start_proxy(token, extra_env={"CODER_TLS_CERT_FILE": None})
+    p.start(wait=False)
+    rc, err = p.expect_exit(10)
+    err = strip_ansi(err)
+    assert rc > 0 and MISMATCH in err and SELF_SIGNED_LOG not in err, (rc, err)
+    assert len([ln for ln in err.splitlines() if MISMATCH in ln]) == 1, err
+
+    # Primary: a certificate file alone, from flags.
+    primary = stack.ctx.primary(
+        name="certonly-primary",
+        extra_args=["--tls-enable", "--tls-address", f"127.0.0.1:{harness.free_port()}",
+                    "--tls-cert-file", certs.server_cert])
+    primary.proc.start()
+    rc = primary.proc.wait(10)
+    err = strip_ansi(primary.proc.stderr())
+    assert rc > 0 and MISMATCH in err and SELF_SIGNED_LOG not in err, (rc, err)

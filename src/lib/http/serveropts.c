@@ -279,8 +279,8 @@ serveropts_validate(struct serveropts *o, char **err)
         return -1;
     }
     if (o->tls_enable && o->tls_cert_files.n != o->tls_key_files.n) {
-        *err = xstrdup("--tls-cert-file and --tls-key-file must be given the same number of "
-                       "times");
+        /* Coder's words (cli/server.go loadCertificates). Neither: self-signed (net/tls.c). */
+        *err = xstrdup("--tls-cert-file and --tls-key-file must be used the same amount of times");
         return -1;
     }
     struct buf b;

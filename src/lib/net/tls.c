@@ -1,9 +1,12 @@
 #include "net/tls.h"
+#include "base/log.h"
 #include "base/util.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -248,6 +251,79 @@ apply_ciphers(SSL_CTX *ctx, const char *list, char **err)
     return rc;
 }
 
+static int
+ctx_use_files(SSL_CTX *ctx, const char *cert_file, const char *key_file, char **err)
+{
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        *err = ssl_error_text("load TLS certificate", cert_file);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        *err = ssl_error_text("load TLS key", key_file);
+        return -1;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        *err = xasprintf("TLS key \"%s\" does not match certificate \"%s\"", key_file, cert_file);
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds one X.509v3 extension, in openssl.cnf syntax, to a certificate that is its own issuer. */
+static int
+cert_add_ext(X509 *cert, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, cert, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    if (ext == NULL)
+        return -1;
+    int ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok ? 0 : -1;
+}
+
+/* What Coder does when TLS is on and no certificate is configured (cli/server.go
+ * generateSelfSignedCertificate): a fresh ECDSA P-256 key and a certificate it signs itself,
+ * serial 1, valid 180 days from now, digitalSignature + keyEncipherment, serverAuth, CA:FALSE,
+ * and 127.0.0.1 as its only name. Both live in memory only, for the life of the context: they
+ * are never written to disk or logged. The subject is empty, as Coder's, so the alternative
+ * names are critical (RFC 5280 4.2.1.6, and what Go emits). */
+static int
+ctx_use_self_signed(SSL_CTX *ctx, char **err)
+{
+    int rc = -1;
+    X509 *cert = NULL;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    if (key == NULL)
+        goto out;
+    cert = X509_new();
+    if (cert == NULL || !X509_set_version(cert, X509_VERSION_3) ||
+        !ASN1_INTEGER_set(X509_get_serialNumber(cert), 1) ||
+        !X509_gmtime_adj(X509_getm_notBefore(cert), 0) ||
+        !X509_gmtime_adj(X509_getm_notAfter(cert), TLS_SELF_SIGNED_DAYS * 24L * 3600) ||
+        !X509_set_pubkey(cert, key))
+        goto out;
+    if (cert_add_ext(cert, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+        cert_add_ext(cert, NID_key_usage, "critical,digitalSignature,keyEncipherment") < 0 ||
+        cert_add_ext(cert, NID_ext_key_usage, "serverAuth") < 0 ||
+        cert_add_ext(cert, NID_subject_alt_name, "critical,IP:127.0.0.1") < 0)
+        goto out;
+    if (X509_sign(cert, key, EVP_sha256()) == 0)
+        goto out;
+    if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1)
+        goto out;
+    rc = 0;
+out:
+    if (rc < 0)
+        *err = ssl_error_text("generate a self-signed TLS certificate", NULL);
+    X509_free(cert); /* the context holds its own references */
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/* The context for certificate i, or for a self-signed one when none is configured. */
 static SSL_CTX *
 server_ctx_one(const struct tls_server_opts *o, struct tls_ctx *c, size_t i, int minv, char **err)
 {
@@ -259,19 +335,9 @@ server_ctx_one(const struct tls_server_opts *o, struct tls_ctx *c, size_t i, int
     SSL_CTX_set_min_proto_version(ctx, minv);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_files[i]) != 1) {
-        *err = ssl_error_text("load TLS certificate", o->cert_files[i]);
+    if (o->ncerts == 0 ? ctx_use_self_signed(ctx, err) < 0
+                       : ctx_use_files(ctx, o->cert_files[i], o->key_files[i], err) < 0)
         goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, o->key_files[i], SSL_FILETYPE_PEM) != 1) {
-        *err = ssl_error_text("load TLS key", o->key_files[i]);
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        *err = xasprintf("TLS key \"%s\" does not match certificate \"%s\"", o->key_files[i],
-                         o->cert_files[i]);
-        goto fail;
-    }
     if (!o->allow_insecure_ciphers)
         SSL_CTX_set_cipher_list(ctx, "HIGH:!aNULL:!MD5:!RC4:!3DES:!SHA1");
     if (o->ciphers && *o->ciphers && apply_ciphers(ctx, o->ciphers, err) < 0)
@@ -325,10 +391,6 @@ tls_ctx_new_server(const struct tls_server_opts *o, char **err)
 {
     int minv;
     struct tls_ctx *c = xcalloc(1, sizeof(*c));
-    if (o->ncerts == 0) {
-        *err = xstrdup("TLS is enabled but no certificate was given (--tls-cert-file)");
-        goto fail;
-    }
     if (tls_version_parse(o->min_version, &minv) < 0) {
         *err =
             xasprintf("invalid --tls-min-version \"%s\": must be one of tls10, tls11, tls12, tls13",
@@ -346,13 +408,18 @@ tls_ctx_new_server(const struct tls_server_opts *o, char **err)
         c->alpn_len = strlen(o->alpn);
         c->alpn = (unsigned char *)xstrdup(o->alpn);
     }
-    c->ctxs = xcalloc(o->ncerts, sizeof(*c->ctxs));
-    for (size_t i = 0; i < o->ncerts; i++) {
+    size_t n = o->ncerts ? o->ncerts : 1; /* none: one self-signed */
+    c->ctxs = xcalloc(n, sizeof(*c->ctxs));
+    for (size_t i = 0; i < n; i++) {
         c->ctxs[i] = server_ctx_one(o, c, i, minv, err);
         if (c->ctxs[i] == NULL)
             goto fail;
         c->n++;
     }
+    if (o->ncerts == 0)
+        log_warn("tls: no --tls-cert-file given, serving a self-signed certificate for "
+                 "127.0.0.1, valid %d days (clients will not trust it)",
+                 TLS_SELF_SIGNED_DAYS);
     SSL_CTX_set_tlsext_servername_callback(c->ctxs[0], servername_cb);
     SSL_CTX_set_tlsext_servername_arg(c->ctxs[0], c);
     return c;

@@ -34,7 +34,12 @@ struct tls_server_opts {
     const char *alpn; /* wire-format ALPN list the server prefers, or NULL */
 };
 
-/* Builds a server context. Returns NULL and sets *err (one line, caller frees) on failure. */
+/* Days the self-signed certificate is valid (Coder's 180). */
+#define TLS_SELF_SIGNED_DAYS 180
+
+/* Builds a server context. With no certificate (ncerts 0) it makes, as Coder does, a
+ * self-signed one in memory for 127.0.0.1 and logs one line saying so. Returns NULL and sets
+ * *err (one line, caller frees) on failure. */
 struct tls_ctx *tls_ctx_new_server(const struct tls_server_opts *o, char **err);
 void tls_ctx_free(struct tls_ctx *c);
 /* Parses Coder's --tls-client-auth names. Returns 0 or -1. */
