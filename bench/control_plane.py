@@ -81,7 +81,7 @@ def main():
                         "--first-user-password", "SomeSecurePassword!1",
                         "--first-user-trial=false"], env=cenv, check=True,
                        stdout=subprocess.DEVNULL)
-        token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--display-name", "Bench",
+        token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--no-prompt",
                             "--only-token"],
                                env=cenv, check=True, capture_output=True, text=True).stdout.strip()
         times = []

@@ -240,7 +240,7 @@ def start_tunnel_region(procs, ours, coder, max_tunnels, wrap=()):
     """A second proxy (its own region), fresh, allowing max_tunnels tunnels (its command prefixed
     with wrap). Returns its port."""
     token = subprocess.run([coder, "wsproxy", "create", "--name", TUNNEL_REGION,
-                            "--display-name", "Idle tunnels", "--only-token"],
+                            "--no-prompt", "--only-token"],
                            env=ours.client_env, check=True, capture_output=True,
                            text=True).stdout.strip()
     port = free_port()

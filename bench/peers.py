@@ -271,7 +271,7 @@ def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=(), wrap=None,
                     "--first-user-email", "admin@example.com",
                     "--first-user-password", "SomeSecurePassword!1", "--first-user-trial=false"],
                    env=cenv, check=True, capture_output=True)
-    token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--display-name", "Bench",
+    token = subprocess.run([coder, "wsproxy", "create", "--name", "bench", "--no-prompt",
                             "--only-token"],
                            env=cenv, check=True, capture_output=True, text=True).stdout.strip()
     xport = proxy_port or free_port()
