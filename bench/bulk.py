@@ -35,9 +35,9 @@ import sys
 import tempfile
 import time
 
-from peers import (Procs, Setup, make_cert, machine, start_app, start_haproxy_pair,
+from peers import (machine, make_cert, Procs, Setup, start_app, start_haproxy_pair,
                    start_nginx_pair, start_ours, start_pagekite, start_ssh_local,
-                   start_ssh_reverse, start_sshd, versions)
+                   start_ssh_reverse, start_sshd, versions, write_json)
 from control_plane import free_port
 
 MIB = 1 << 20
@@ -202,10 +202,7 @@ def main():
               + f" {f['ratio'] if f['ratio'] is not None else '-':>6}")
         for n, e in f["failed"].items():
             print(f"  {n} failed: {e}")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

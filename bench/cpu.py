@@ -23,7 +23,6 @@ top self functions) are printed and written under the figure's "profile".
 Usage: bench/cpu.py [--bin build/coder] [--json out.json] [--smoke] [--requests N] [--big-mib M]"""
 import argparse
 import glob
-import json
 import os
 import re
 import shutil
@@ -32,8 +31,8 @@ import sys
 import tempfile
 import time
 
-from peers import (Procs, Setup, make_cert, machine, nginx_conf, start_app, start_ours, versions,
-                   wait_port)
+from peers import (machine, make_cert, nginx_conf, Procs, Setup, start_app, start_ours, versions,
+                   wait_port, write_json)
 from control_plane import free_port
 
 PROFILE_OVER = 1.2  # profile ours when it executes this many times nginx's instructions
@@ -323,10 +322,7 @@ def main():
     for k, f in figures.items():
         if "profile" in f:
             print_profile(k, f["profile"])
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

@@ -21,7 +21,6 @@ oriented so that above 1.0 is better than the better of nginx and HAProxy.
 Usage: bench/dataplane.py [--bin build/coder] [--json out.json] [--smoke]
 --smoke: one short run of ours and direct only, to prove the harness works (make test)."""
 import argparse
-import json
 import os
 import re
 import shutil
@@ -31,8 +30,8 @@ import sys
 import tempfile
 import time
 
-from peers import (Procs, Setup, make_cert, machine, start_app, start_haproxy_pair,
-                   start_nghttpx_pair, start_nginx_pair, start_ours, versions)
+from peers import (machine, make_cert, Procs, Setup, start_app, start_haproxy_pair,
+                   start_nghttpx_pair, start_nginx_pair, start_ours, versions, write_json)
 
 
 # ---- wrk ----
@@ -192,10 +191,7 @@ def main():
         peers = "  ".join(f"{n}={v:.2f}" for n, v in f["peers"].items())
         print(f"{k:30} {f['ours']:>10.2f} {f['ratio'] if f['ratio'] is not None else '-':>7}  "
               f"{peers}")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

@@ -39,8 +39,8 @@ import sys
 import tempfile
 import time
 
-from peers import (Procs, make_cert, machine, start_app, start_nginx_pair, start_ours, versions,
-                   wait_port)
+from peers import (machine, make_cert, Procs, start_app, start_nginx_pair, start_ours, versions,
+                   wait_port, write_json)
 
 POLL_LS_S = 0.2
 POLL_HTTP_S = 0.02
@@ -345,10 +345,7 @@ def main():
             t = f["tunnel_up_s"]
             print(f"{'  (agent tunnel to proxy up)':30} {f3(t['min']):>7} {f3(t['median']):>7} "
                   f"{f3(t['max']):>7}")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

@@ -39,7 +39,6 @@ time_connect itself reads ~0 through a user-space relay).
 Usage: bench/geo.py [--bin build/coder] [--json out.json] [--smoke] [--runs N]
 --smoke: one request per path with 2 ms / 20 ms links, to prove the harness works."""
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -50,8 +49,8 @@ import time
 
 from control_plane import free_port
 from delay import Relays
-from peers import (HELLO, Procs, make_cert, machine, nginx_conf, start_ours, versions,
-                   wait_port)
+from peers import (HELLO, machine, make_cert, nginx_conf, Procs, start_ours, versions, wait_port,
+                   write_json)
 
 TOKEN_REFRESH_S = 30
 MARK = "\nGEO-TIMES "
@@ -288,10 +287,7 @@ def main():
         if e:
             print(f"WARNING: {n}: TTFB {res[n]['ttfb']} ms is >= min + {far / 2:g} ms: an "
                   f"extra round trip over the {far} ms proxy-workspace link")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

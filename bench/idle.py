@@ -37,8 +37,8 @@ import threading
 import time
 
 from control_plane import free_port
-from peers import (Procs, make_cert, machine, start_app, start_haproxy_pair, start_nginx_pair,
-                   start_ours, versions, wait_port)
+from peers import (machine, make_cert, Procs, start_app, start_haproxy_pair, start_nginx_pair,
+                   start_ours, versions, wait_port, write_json)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "idle_client.py")
@@ -348,10 +348,7 @@ def main():
               f"{fmt(f['peers'].get('haproxy')):>8} {fmt(f['ratio']):>7}  {f['n']}")
     print(f"tunnels: {ntunnels} workspaces created in {info['create_secs']} s, tickets in "
           f"{info['tickets_secs']} s")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+    write_json(args.json, doc)
     return 0
 
 

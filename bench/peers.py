@@ -312,6 +312,17 @@ def start_ours(procs, tmp, coder, app_port, cert, key, proxy_args=(), wrap=None,
     return ours
 
 
+def write_json(path, doc):
+    """A figure script's results file (nothing when path is None)."""
+    if not path:
+        return
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+
+
 def versions(coder):
     def first(cmd):
         try:
