@@ -56,6 +56,25 @@ def test_tls_min_version(stack):
     assert "strict-transport-security" not in headers
 
 
+def test_tls_min_version_tls10(stack):
+    """--tls-min-version tls10 really admits a TLS 1.0 client (OpenSSL 3 refuses SHA-1 suites at
+    its default security level, so the flag alone was not enough); the default refuses it."""
+    certs = stack.ctx.certs
+    import warnings
+
+    old = ssl.create_default_context(cafile=str(certs.ca))
+    with warnings.catch_warnings():  # TLS 1.0 is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # our client side allows it too
+    p = _start(stack, "tls10", ["--tls-min-version", "tls10"])
+    status, _, _ = https_get_status(p.tls_port, old)
+    assert status == 200
+    d = _start(stack, "tls10default")
+    _assert_refused(d.tls_port, old)
+
+
 # mode -> accepted? for (no client cert, cert from our CA, cert from another CA)
 CLIENT_AUTH = {
     "none": (True, True, True),

@@ -338,8 +338,16 @@ server_ctx_one(const struct tls_server_opts *o, struct tls_ctx *c, size_t i, int
     if (o->ncerts == 0 ? ctx_use_self_signed(ctx, err) < 0
                        : ctx_use_files(ctx, o->cert_files[i], o->key_files[i], err) < 0)
         goto fail;
-    if (!o->allow_insecure_ciphers)
+    if (minv < TLS1_2_VERSION) {
+        /* TLS 1.0 and 1.1 have only SHA-1 MACs and handshake signatures, which OpenSSL 3's
+         * default security level refuses: an operator who asked for them (clients that can do
+         * no better) gets them, as with Coder's Go TLS. */
+        SSL_CTX_set_security_level(ctx, 0);
+        if (!o->allow_insecure_ciphers)
+            SSL_CTX_set_cipher_list(ctx, "HIGH:!aNULL:!MD5:!RC4:!3DES");
+    } else if (!o->allow_insecure_ciphers) {
         SSL_CTX_set_cipher_list(ctx, "HIGH:!aNULL:!MD5:!RC4:!3DES:!SHA1");
+    }
     if (o->ciphers && *o->ciphers && apply_ciphers(ctx, o->ciphers, err) < 0)
         goto fail;
     int mode = SSL_VERIFY_NONE;
