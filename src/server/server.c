@@ -42,6 +42,7 @@ struct server_run {
     struct cryptokeys *keys;
     uv_signal_t sigint, sigterm;
     int exit_code;
+    bool started; /* start-up finished: a stop is a shutdown, not a failed start */
 };
 
 static void
@@ -115,11 +116,14 @@ on_http_closed(void *arg)
     http_client_close(p->client);
     cryptokeys_stop(r->keys);
     r->keys = NULL;
-    worker_stop(p->worker);
-    proxyhealth_stop(p->health);
+    if (p->worker) /* NULL when start-up failed before the store was opened */
+        worker_stop(p->worker);
+    if (p->health)
+        proxyhealth_stop(p->health);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
-    log_info("server: gracefully shut down API server");
+    if (r->started)
+        log_info("server: gracefully shut down API server");
 }
 
 static void
@@ -183,6 +187,19 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
                        "to use the embedded SQLite store");
         return -1;
     }
+    /* Listen first, as Coder does: a port in use is the first thing an operator hears about,
+     * before the store is opened or migrated. The loop does not run until start-up is over, so
+     * no request arrives before the rest is ready. */
+    struct http_server_opts hopts = {.handler = handle,
+                                     .arg = r,
+                                     .on_done = on_done,
+                                     .on_routed = on_routed,
+                                     .on_upgrade = on_upgrade,
+                                     .stream = stream_match,
+                                     .realip = o->net.realip};
+    p->http = http_server_new(p->loop, &hopts);
+    if (serveropts_listen(&o->net, p->http, err) < 0)
+        return -1;
     if (dir_make_all(config_dir, 0750) < 0) {
         *err = xasprintf("create config directory \"%s\": %s", config_dir, strerror(errno));
         return -1;
@@ -212,16 +229,6 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
     r->keys = cryptokeys_start(p, o->crypto_key_rotation);
     p->tunnels = agent_tunnels_new(p->loop, on_agent_tunnel, p);
     agent_tunnels_set_limit(p->tunnels, (size_t)o->net.max_agent_tunnels);
-    struct http_server_opts hopts = {.handler = handle,
-                                     .arg = r,
-                                     .on_done = on_done,
-                                     .on_routed = on_routed,
-                                     .on_upgrade = on_upgrade,
-                                     .stream = stream_match,
-                                     .realip = o->net.realip};
-    p->http = http_server_new(p->loop, &hopts);
-    if (serveropts_listen(&o->net, p->http, err) < 0)
-        return -1;
     p->cfg.access_url = xstrdup(o->net.access_url && *o->net.access_url
                                     ? o->net.access_url
                                     : (o->net.tls_url ? o->net.tls_url : o->net.http_url));
@@ -263,6 +270,7 @@ server_start(struct server_run *r, struct server_opts *o, const char *config_dir
            "exit):\n",
            p->cfg.access_url);
     fflush(stdout);
+    r->started = true;
     return 0;
 }
 
@@ -390,6 +398,8 @@ server_main(int argc, char **argv)
     if (started < 0) {
         /* Closing what was opened needs the loop: stop like a signal would. */
         r->p.stopping = true;
+        agent_tunnels_close(r->p.tunnels); /* none are held yet: frees the table */
+        r->p.tunnels = NULL;
         if (r->p.http) {
             if (r->p.prom)
                 http_server_shutdown(r->p.prom, 0, NULL, NULL);
