@@ -9,26 +9,21 @@
 static const char *const output_formats[] = {"text", "json", "table", NULL};
 static const char *const ls_formats[] = {"table", "json", "text", NULL};
 
-/* Table columns: name, and how to read the cell from a WorkspaceProxy (or the update response
- * for "proxy token"). */
-static const char *const all_columns[] = {"id",
-                                          "name",
-                                          "display name",
-                                          "icon url",
-                                          "healthy",
-                                          "url",
-                                          "wildcard hostname",
-                                          "derp enabled",
-                                          "derp only",
-                                          "proxy status",
-                                          "proxy report",
-                                          "proxy checked at",
-                                          "created at",
-                                          "updated at",
-                                          "deleted",
-                                          "version",
-                                          "proxy token",
-                                          NULL};
+/* Table columns of a WorkspaceProxy (Coder's table tags), as -c names them; the update
+ * responses of create and regenerate-token add "proxy token". */
+#define PROXY_COLUMNS                                                                              \
+    "id", "name", "display name", "icon url", "healthy", "url", "wildcard hostname",               \
+        "derp enabled", "derp only", "proxy status", "proxy report", "proxy checked at",           \
+        "created at", "updated at", "deleted", "version"
+static const char *const proxy_columns[] = {PROXY_COLUMNS, NULL};
+static const char *const update_columns[] = {PROXY_COLUMNS, "proxy token", NULL};
+
+/* -c, --column: which of known to show, def when not given (Coder's table formatter). */
+#define COLUMN_OPT(ptr, known, def_)                                                               \
+    {                                                                                              \
+        .flag = "column", .shorthand = 'c', .type = CONF_STRING_ARRAY, .enum_values = (known),     \
+        .def = (def_), .dest = (ptr), .help = "Columns to display in table output."                \
+    }
 
 static char *
 json_cell(json_t *v)
@@ -68,28 +63,13 @@ proxy_cell(json_t *px, const char *token, const char *col)
     return json_cell(json_object_get(px, key));
 }
 
-/* Splits "-c" columns and checks them. Returns the count or -1 after printing an error. */
-static int
-parse_columns(const struct conf_strv *cols, const char *def, bool allow_token, char ***out)
-{
-    int n = cli_parse_columns(cols, def, all_columns, out);
-    for (int i = 0; i < n && !allow_token; i++) {
-        if (strcmp((*out)[i], "proxy token") == 0) {
-            cli_fail("unknown column \"%s\"", (*out)[i]);
-            cli_columns_free(*out, n);
-            return -1;
-        }
-    }
-    return n;
-}
-
 /* Prints proxies (array of WorkspaceProxy, each optionally with a token) as a table. */
 static int
-print_table(json_t *proxies, const char *token, const struct conf_strv *cols, const char *def,
-            bool allow_token)
+print_table(json_t *proxies, const char *token, const struct conf_strv *cols,
+            const char *const *known)
 {
     char **names = NULL;
-    int n = parse_columns(cols, def, allow_token, &names);
+    int n = cli_parse_columns(cols, "", known, &names);
     if (n < 0)
         return 1;
     struct cli_table t;
@@ -147,7 +127,7 @@ print_update(struct cli *c, struct update_opts *o, json_t *resp, bool created)
     }
     if (strcmp(o->output, "table") == 0) {
         json_t *arr = json_pack("[O]", px);
-        int rc = print_table(arr, token, &o->columns, "name,url,proxy token", true);
+        int rc = print_table(arr, token, &o->columns, update_columns);
         json_decref(arr);
         return rc;
     }
@@ -215,7 +195,7 @@ cmd_wsproxy_create(int argc, char **argv)
         {.flag = "display-name",
          .type = CONF_STRING,
          .dest = &o.display_name,
-         .help = "Display of the proxy. If omitted, the name is reused as the display name."},
+         .help = "Display name of the proxy. If omitted, the name is reused as the display name."},
         {.flag = "icon",
          .type = CONF_STRING,
          .dest = &o.icon,
@@ -235,11 +215,7 @@ cmd_wsproxy_create(int argc, char **argv)
          .def = "text",
          .dest = &o.output,
          .help = "Output format."},
-        {.flag = "column",
-         .shorthand = 'c',
-         .type = CONF_STRING_ARRAY,
-         .dest = &o.columns,
-         .help = "Columns to display in table output."},
+        COLUMN_OPT(&o.columns, update_columns, "name,url,proxy token"),
     };
     struct cli c = {0};
     int r = cli_parse(&c, "coder wsproxy create [flags]", "Create a workspace proxy", opts,
@@ -311,11 +287,7 @@ cmd_wsproxy_ls(int argc, char **argv)
          .def = "table",
          .dest = &o.output,
          .help = "Output format."},
-        {.flag = "column",
-         .shorthand = 'c',
-         .type = CONF_STRING_ARRAY,
-         .dest = &o.columns,
-         .help = "Columns to display in table output."},
+        COLUMN_OPT(&o.columns, proxy_columns, "name,url,proxy status"),
     };
     struct cli c = {0};
     int r = cli_parse(&c, "coder wsproxy ls [flags]", "List all workspace proxies", opts,
@@ -336,7 +308,7 @@ cmd_wsproxy_ls(int argc, char **argv)
     } else if (strcmp(o.output, "text") == 0) {
         rc = print_text_list(regions);
     } else {
-        rc = print_table(regions, NULL, &o.columns, "name,url,proxy status", false);
+        rc = print_table(regions, NULL, &o.columns, proxy_columns);
     }
 out:
     json_decref(resp);
@@ -379,7 +351,8 @@ cmd_wsproxy_edit(int argc, char **argv)
         {.flag = "display-name",
          .type = CONF_STRING,
          .dest = &o.display_name,
-         .help = "(Optional) Display of the proxy. A more human friendly name to be displayed."},
+         .help =
+             "(Optional) Display name of the proxy. A more human friendly name to be displayed."},
         {.flag = "icon",
          .type = CONF_STRING,
          .dest = &o.icon,
@@ -391,11 +364,7 @@ cmd_wsproxy_edit(int argc, char **argv)
          .def = "text",
          .dest = &o.output,
          .help = "Output format."},
-        {.flag = "column",
-         .shorthand = 'c',
-         .type = CONF_STRING_ARRAY,
-         .dest = &o.columns,
-         .help = "Columns to display in table output."},
+        COLUMN_OPT(&o.columns, proxy_columns, "name,url"),
     };
     struct cli c = {0};
     int r = cli_parse(&c, "coder wsproxy edit [flags] <name|id>", "Edit a workspace proxy", opts,
@@ -436,7 +405,7 @@ cmd_wsproxy_edit(int argc, char **argv)
         rc = 0;
     } else if (strcmp(o.output, "table") == 0) {
         json_t *arr = json_pack("[O]", upd);
-        rc = print_table(arr, NULL, &o.columns, "name,url", false);
+        rc = print_table(arr, NULL, &o.columns, proxy_columns);
         json_decref(arr);
     } else {
         printf("Workspace Proxy \"%s\" updated successfully.\n",
@@ -507,11 +476,7 @@ cmd_wsproxy_regenerate_token(int argc, char **argv)
          .def = "text",
          .dest = &o.output,
          .help = "Output format."},
-        {.flag = "column",
-         .shorthand = 'c',
-         .type = CONF_STRING_ARRAY,
-         .dest = &o.columns,
-         .help = "Columns to display in table output."},
+        COLUMN_OPT(&o.columns, update_columns, "name,url,proxy token"),
     };
     struct cli c = {0};
     int r = cli_parse(&c, "coder wsproxy regenerate-token [flags] <name|id>",
