@@ -19,6 +19,11 @@
 #define DEFAULT_PRIMARY_ICON "/emojis/1f3e1.png"
 #define MAX_DISPLAY 64
 #define MAX_ICON 256
+/* Coder answers a body that does not decode into the request type, a field of the wrong type
+ * included, as it answers a syntax error (httpapi.Read). */
+#define BAD_JSON "Request body must be valid JSON."
+#define PRIMARY_RENAME                                                                             \
+    "Cannot update name of default primary proxy, did you mean to update the 'display name'?"
 
 static json_t *
 time_json(int64_t ms)
@@ -104,6 +109,21 @@ proxy_json(struct api_ctx *c, const struct store_proxy *px, bool full)
     return j;
 }
 
+/* A boolean field of j: false when absent or null (as Go decodes them); sets *bad when present
+ * but not a boolean. */
+static bool
+bool_field(json_t *j, const char *key, bool *bad)
+{
+    json_t *v = json_object_get(j, key);
+    if (v == NULL || json_is_null(v))
+        return false;
+    if (!json_is_boolean(v)) {
+        *bad = true;
+        return false;
+    }
+    return json_is_true(v);
+}
+
 static bool
 icon_valid(const char *s)
 {
@@ -151,8 +171,7 @@ api_proxies_create(struct api_ctx *c)
     struct store_proxy px = {0};
     char *token = NULL;
     if (bad) {
-        api_reply_error(c, 400, "Request body fields name, display_name and icon must be strings.",
-                        NULL);
+        api_reply_error(c, 400, BAD_JSON, "name, display_name and icon must be strings");
         goto out;
     }
     if (validate_fields(c, name ? name : "", display, icon) < 0)
@@ -266,16 +285,39 @@ api_proxies_get(struct api_ctx *c)
     store_proxy_fini(&px);
 }
 
+/* The primary region has no row: its display name and icon live in site_configs (Coder's
+ * default_proxy_display_name / default_proxy_icon_url) and its name is fixed. The fields are
+ * checked as a proxy's are, and nothing is stored unless all of them pass. An empty field
+ * keeps its value; a patch that keeps both is refused, as Coder refuses it. */
 static void
 patch_primary(struct api_ctx *c, const char *name, const char *display, const char *icon)
 {
     if (name && *name && strcmp(name, "primary") != 0) {
-        api_reply_error(c, 400, "Cannot update name of default proxy, this field is restricted.",
-                        NULL);
+        api_reply_json(c, 400,
+                       json_pack("{s:s, s:[{s:s, s:s}]}", "message", PRIMARY_RENAME, "validations",
+                                 "field", "name", "detail",
+                                 "Cannot update name of default primary proxy"));
         return;
     }
-    if ((display && store_config_set(c->st, "default_proxy_display_name", display) < 0) ||
-        (icon && store_config_set(c->st, "default_proxy_icon_url", icon) < 0)) {
+    if (display && *display == '\0')
+        display = NULL;
+    if (icon && *icon == '\0')
+        icon = NULL;
+    if (validate_fields(c, NULL, display, icon) < 0)
+        return;
+    if (display == NULL && icon == NULL) {
+        api_reply_json(c, 400,
+                       json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "message",
+                                 "No update arguments provided. Nothing to do.", "validations",
+                                 "field", "display_name", "detail", "No value provided.", "field",
+                                 "icon", "detail", "No value provided."));
+        return;
+    }
+    if (store_begin(c->st) < 0 ||
+        (display && store_config_set(c->st, "default_proxy_display_name", display) < 0) ||
+        (icon && store_config_set(c->st, "default_proxy_icon_url", icon) < 0) ||
+        store_commit(c->st) < 0) {
+        store_rollback(c->st);
         api_reply_error(c, 500, "Internal error updating the primary proxy.", NULL);
         return;
     }
@@ -295,9 +337,10 @@ api_proxies_patch(struct api_ctx *c)
     const char *name = api_str_field(j, "name", &bad);
     const char *display = api_str_field(j, "display_name", &bad);
     const char *icon = api_str_field(j, "icon", &bad);
-    json_t *regen = json_object_get(j, "regenerate_token");
-    if (bad || (regen && !json_is_boolean(regen))) {
-        api_reply_error(c, 400, "Request body has fields of the wrong type.", NULL);
+    bool regen = bool_field(j, "regenerate_token", &bad);
+    if (bad) {
+        api_reply_error(c, 400, BAD_JSON,
+                        "name, display_name and icon must be strings, regenerate_token a boolean");
         goto out;
     }
     int r = resolve_proxy_param(c, &px);
@@ -314,7 +357,7 @@ api_proxies_patch(struct api_ctx *c)
     if (validate_fields(c, name, display, icon) < 0)
         goto out;
     uint8_t hash[32];
-    if (json_is_true(regen))
+    if (regen)
         token = auth_proxy_token_new(px.id, hash);
     int64_t now = time_now_ms();
     int rc =
@@ -425,14 +468,17 @@ api_proxies_register(struct api_ctx *c)
     const char *replica_error = api_str_field(j, "replica_error", &bad);
     const char *relay = api_str_field(j, "replica_relay_address", &bad);
     const char *version = api_str_field(j, "version", &bad);
-    bool derp_enabled = json_is_true(json_object_get(j, "derp_enabled"));
-    bool derp_only = json_is_true(json_object_get(j, "derp_only"));
+    bool derp_enabled = bool_field(j, "derp_enabled", &bad);
+    bool derp_only = bool_field(j, "derp_only", &bad);
     struct store_replica *sibs = NULL, rep = {0}, old = {0};
     size_t nsibs = 0;
     struct apphost_pattern pat;
     char *perr = NULL;
     if (bad) {
-        api_reply_error(c, 400, "Request body has fields of the wrong type.", NULL);
+        api_reply_error(c, 400, BAD_JSON,
+                        "access_url, wildcard_hostname, replica_id, hostname, replica_error, "
+                        "replica_relay_address and version must be strings, derp_enabled and "
+                        "derp_only booleans");
         goto out;
     }
     if (access_url == NULL || !url_is_http_base(access_url)) {

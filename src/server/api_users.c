@@ -70,6 +70,28 @@ reply_validation(struct api_ctx *c, const char *msg, const char *field, const ch
     api_reply_json(c, 400, j);
 }
 
+/* Coder decodes a body into its request struct before anything else: a field of the wrong type
+ * fails like a syntax error. Checks that each of keys (NULL-terminated) is a string when
+ * present; replies 400 and returns -1 otherwise. */
+static int
+check_string_fields(struct api_ctx *c, json_t *j, const char *const *keys)
+{
+    for (size_t i = 0; keys[i]; i++) {
+        bool bad = false;
+        api_str_field(j, keys[i], &bad);
+        if (bad) {
+            char *detail = xasprintf("%s must be a string", keys[i]);
+            api_reply_error(c, 400, "Request body must be valid JSON.", detail);
+            free(detail);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *const user_fields[] = {"email",    "username",   "name",
+                                          "password", "login_type", NULL};
+
 /* Validates and fills a new user from a JSON request. Replies and returns -1 on bad input. */
 static int
 user_from_json(struct api_ctx *c, json_t *j, struct store_user *u, const char *roles)
@@ -149,6 +171,8 @@ api_users_first_post(struct api_ctx *c)
         return;
     struct store_user u = {0};
     int64_t n = 0;
+    if (check_string_fields(c, j, user_fields) < 0)
+        goto out;
     if (store_begin(c->st) < 0 || store_user_count(c->st, &n) < 0) {
         api_reply_error(c, 500, "Internal error fetching user count.", NULL);
         goto out;
@@ -218,6 +242,9 @@ api_users_login(struct api_ctx *c)
     if (j == NULL)
         return;
     struct store_user u = {0};
+    static const char *const login_fields[] = {"email", "password", NULL};
+    if (check_string_fields(c, j, login_fields) < 0)
+        goto out;
     const char *email = json_string_value(json_object_get(j, "email"));
     const char *password = json_string_value(json_object_get(j, "password"));
     if (email == NULL || password == NULL) {
@@ -339,7 +366,7 @@ api_users_create(struct api_ctx *c)
     if (j == NULL)
         return;
     struct store_user u = {0};
-    if (user_from_json(c, j, &u, "") < 0)
+    if (check_string_fields(c, j, user_fields) < 0 || user_from_json(c, j, &u, "") < 0)
         goto out;
     int rc = store_user_insert(c->st, &u);
     if (rc == STORE_ECONFLICT) {

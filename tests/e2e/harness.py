@@ -1027,6 +1027,40 @@ def proxies_snapshot(regions):
     return sorted(out, key=lambda r: str(r["id"]))
 
 
+# What store_snapshot reads, per table: the columns left out, because a request that fails may
+# still change them. Authenticating a session stamps its key's last_used and its user's
+# last_seen_at / updated_at (at most hourly, as Coder's API-key middleware does) before the
+# handler runs; that is not something the failed request stored.
+_STORE_TABLES = {
+    "workspace_proxies": (),  # every column, token_hashed_secret and updated_at included
+    "users": ("last_seen_at", "updated_at"),
+    "api_keys": ("last_used",),
+    # A running proxy's register loop rewrites its replica row (and its proxy's updated_at)
+    # every few seconds: compare snapshots only while no proxy runs.
+    "replicas": (),
+    "site_configs": (),  # the primary region's display name and icon live here
+}
+
+
+def store_snapshot(db_path):
+    """The rows a failed request must leave alone, read from the primary's SQLite store
+    (<config dir>/coder.db) read-only while it runs: {table: sorted [{column: value}]}.
+    A response is sent after its write commits, so a snapshot taken after it sees the write."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        out = {}
+        for table, volatile in _STORE_TABLES.items():
+            cur = db.execute(f"SELECT * FROM {table}")
+            cols = [d[0] for d in cur.description]
+            rows = [{c: v for c, v in zip(cols, r) if c not in volatile} for r in cur]
+            out[table] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+        return out
+    finally:
+        db.close()
+
+
 class WsProxy:
     """`coder wsproxy server` configured with exactly the seed document's variables."""
 

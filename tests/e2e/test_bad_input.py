@@ -1,7 +1,10 @@
 """Every bad input gets a clear error and changes nothing that is stored.
 
 "Nothing changed" = the stable fields of GET /api/v2/workspaceproxies (ids, names, display
-names, icons, URLs, wildcard, DERP flags, deleted, timestamps) are the same before and after.
+names, icons, URLs, wildcard, DERP flags, deleted, timestamps) are the same before and after,
+and so are the rows of the primary's store that a request could write: every column of
+workspace_proxies (token hashes and updated_at included), users, api_keys, replicas and
+site_configs (harness.store_snapshot; it leaves out only what authenticating a session stamps).
 A CLI error is exactly one non-empty line on stderr, nothing on stdout, and exit code != 0.
 """
 
@@ -17,6 +20,15 @@ SIGNED_OUT = "You are signed out or your session has expired. Please sign in aga
 RESERVED = 'The name "primary" is reserved for the primary region.'
 BAD_ICON = "icon must be a relative path to an emoji or a publicly hosted image URL"
 NOT_LOGGED_IN = "You are not logged in. Try logging in using 'coder login <url>'."
+# Coder's httpapi.Read answers every body that does not decode into the request, a field of the
+# wrong type included, with this message.
+BAD_JSON = "Request body must be valid JSON."
+# Ours for a body that is JSON but not an object; Coder says BAD_JSON here too (api.c).
+NOT_OBJECT = "Request body must be a JSON object."
+TOO_LARGE = "Request body too large."
+HEADERS_TOO_LARGE = "Request header fields too large."
+PRIMARY_RENAME = ("Cannot update name of default primary proxy, did you mean to update the "
+                  "'display name'?")
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +39,46 @@ def stack(mctx):
     return s
 
 
+@pytest.fixture(scope="module")
+def proxy_token(stack):
+    """The token of a proxy that is never started, for the /me endpoints."""
+    _, token = stack.create_proxy("tokenholder")
+    return token
+
+
+def stored(stack):
+    return {"api": stack.snapshot(), **harness.store_snapshot(stack.primary.db_path)}
+
+
 @pytest.fixture
 def unchanged(stack):
-    """Asserts at teardown that the stored proxies did not change during the test.
+    """Asserts at teardown that nothing stored changed during the test (see the module doc).
     Tests that change things on purpose call unchanged.reset() afterwards."""
 
     class Guard:
         def __init__(self):
-            self.before = stack.snapshot()
+            self.before = stored(stack)
 
         def reset(self):
-            self.before = stack.snapshot()
+            self.before = stored(stack)
 
         def check(self):
-            assert stack.snapshot() == self.before, "stored proxies changed"
+            after = stored(stack)
+            changed = {k: {"before": v, "after": after.get(k)}
+                       for k, v in self.before.items() if after.get(k) != v}
+            assert not changed, f"stored {sorted(changed)} changed: {changed}"
 
     g = Guard()
     yield g
     g.check()
+
+
+def token_hash(stack, name):
+    """workspace_proxies.token_hashed_secret of the live proxy `name`."""
+    rows = [r for r in harness.store_snapshot(stack.primary.db_path)["workspace_proxies"]
+            if r["name"] == name and not r["deleted"]]
+    assert len(rows) == 1, rows
+    return rows[0]["token_hashed_secret"]
 
 
 def cli_error(r, *needles):
@@ -116,16 +150,113 @@ def test_bad_icon(stack, unchanged):
     cli_error(stack.client.run("wsproxy", "edit", "newyork", "--icon", "foo.png"), BAD_ICON)
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[]", b'"name"', b'{"name": 5}',
-                                  b'{"name": "ok-name", "icon": ["x"]}',
-                                  b'{"name": "ok-name"} trailing', b"\xff\xfe\x00"])
-def test_malformed_json(stack, unchanged, body):
-    r = stack.api.post("/api/v2/workspaceproxies", data=body,
-                       headers={"Content-Type": "application/json"})
-    api_error(r, 400)
-    r = stack.api.patch("/api/v2/workspaceproxies/newyork", data=body,
-                        headers={"Content-Type": "application/json"})
-    api_error(r, 400)
+# The primary region's display name and icon are checked as a proxy's are, and a refused patch
+# stores neither field (site_configs is in the guard's snapshot).
+@pytest.mark.parametrize("body,message", [
+    ({"icon": "foo.png"}, BAD_ICON),
+    ({"display_name": "Home", "icon": "foo.png"}, BAD_ICON),
+    ({"icon": "/emojis/" + "x" * 260 + ".png"}, BAD_ICON),
+    ({"display_name": "x" * 65}, "Validation failed."),
+    ({"display_name": "x" * 65, "icon": "/emojis/1f3e0.png"}, "Validation failed."),
+    ({"name": "home"}, PRIMARY_RENAME),
+    ({"name": "home", "display_name": "Home", "regenerate_token": True}, PRIMARY_RENAME),
+    ({}, "No update arguments provided. Nothing to do."),
+    ({"display_name": "", "icon": ""}, "No update arguments provided. Nothing to do."),
+    ({"regenerate_token": True}, "No update arguments provided. Nothing to do."),
+])
+def test_primary_patch_refused(stack, unchanged, body, message):
+    for ref in ("primary", stack.proxies()[0]["id"]):  # by name and by the deployment id
+        r = api_error(stack.api.patch(f"/api/v2/workspaceproxies/{ref}", json=body), 400,
+                      message)
+        if message == PRIMARY_RENAME:
+            assert r["validations"] == [{"field": "name", "detail":
+                                         "Cannot update name of default primary proxy"}], r
+    primary = stack.api.get("/api/v2/workspaceproxies/primary").json()
+    assert (primary["name"], primary["display_name"]) == ("primary", "Default"), primary
+
+
+def test_primary_edit_refused_by_the_cli(stack, unchanged):
+    cli_error(stack.client.run("wsproxy", "edit", "primary", "--icon", "foo.png"), BAD_ICON)
+    cli_error(stack.client.run("wsproxy", "edit", "primary", "--name", "home"), PRIMARY_RENAME)
+
+
+# body -> the message, for any endpoint. Coder says BAD_JSON for "[]" too: it does not decode
+# into its request struct.
+MALFORMED = [
+    (b"{not json", BAD_JSON),
+    (b"", BAD_JSON),
+    (b"\xff\xfe\x00", BAD_JSON),
+    (b'{"name": "ok-name"', BAD_JSON),
+    (b'{"name": "ok-name"} trailing', BAD_JSON),
+    (b'{"name": "ok-name", "name": "twice"}', BAD_JSON),
+    (b'"name"', BAD_JSON),
+    (b"[]", NOT_OBJECT),
+]
+# Fields of the wrong type do not decode either.
+WRONG_TYPES = [
+    (b'{"name": 5}', BAD_JSON),
+    (b'{"name": "ok-name", "icon": ["x"]}', BAD_JSON),
+    (b'{"display_name": {"x": 1}}', BAD_JSON),
+]
+
+
+@pytest.mark.parametrize("body,message", MALFORMED + WRONG_TYPES)
+def test_malformed_json(stack, unchanged, body, message):
+    hdrs = {"Content-Type": "application/json"}
+    api_error(stack.api.post("/api/v2/workspaceproxies", data=body, headers=hdrs), 400, message)
+    for ref in ("newyork", "primary"):
+        api_error(stack.api.patch(f"/api/v2/workspaceproxies/{ref}", data=body, headers=hdrs),
+                  400, message)
+
+
+def test_wrong_type_of_regenerate_token(stack, unchanged):
+    before = token_hash(stack, "newyork")
+    for value in ("yes", 1, [True]):
+        api_error(stack.api.patch("/api/v2/workspaceproxies/newyork",
+                                  json={"regenerate_token": value}), 400, BAD_JSON)
+    assert token_hash(stack, "newyork") == before
+
+
+@pytest.mark.parametrize("body,message", MALFORMED + [
+    (b'{"email": 5, "password": "SomeSecurePassword!1"}', BAD_JSON),
+    (b'{"email": "admin@example.com", "password": ["SomeSecurePassword!1"]}', BAD_JSON),
+])
+def test_malformed_json_on_login(stack, unchanged, body, message):
+    r = stack.primary.api().post("/api/v2/users/login", data=body,
+                                 headers={"Content-Type": "application/json"})
+    api_error(r, 400, message)
+    assert "set-cookie" not in {k.lower() for k in r.headers}, r.headers
+
+
+@pytest.mark.parametrize("body,message", MALFORMED + [
+    (b'{"email": "x@example.com", "username": "x", "password": "SomeSecurePassword!1", '
+     b'"name": 5}', BAD_JSON),
+    (b'{"email": ["x@example.com"]}', BAD_JSON),
+])
+def test_malformed_json_on_first_user(stack, unchanged, body, message):
+    # The body is read before the "already created" check, as in Coder.
+    r = stack.primary.api().post("/api/v2/users/first", data=body,
+                                 headers={"Content-Type": "application/json"})
+    api_error(r, 400, message)
+
+
+REPLICA = harness.new_uuid().encode()
+
+
+@pytest.mark.parametrize("body,message", MALFORMED + [
+    (b'{"access_url": "http://127.0.0.1:1", "replica_id": "' + REPLICA +
+     b'", "derp_enabled": "yes"}', BAD_JSON),
+    (b'{"access_url": "http://127.0.0.1:1", "replica_id": "' + REPLICA +
+     b'", "derp_only": 1}', BAD_JSON),
+    (b'{"access_url": ["http://127.0.0.1:1"], "replica_id": "' + REPLICA + b'"}', BAD_JSON),
+    (b'{"access_url": "http://127.0.0.1:1", "replica_id": 7}', BAD_JSON),
+])
+def test_malformed_json_on_register(stack, unchanged, proxy_token, body, message):
+    r = stack.primary.api().post("/api/v2/workspaceproxies/me/register", data=body,
+                                 headers={"Content-Type": "application/json",
+                                          "Coder-External-Proxy-Token": proxy_token})
+    api_error(r, 400, message)
+    assert stack.status("tokenholder") == "unregistered"
 
 
 def _auth_head(stack, method, path, extra):
@@ -149,14 +280,14 @@ def test_body_over_1mib(stack, unchanged):
     st, hdrs, body = harness.raw_http(stack.primary.port, head, chunks)
     assert st == 413, (st, body[:200])
     assert hdrs.get("content-type", "").startswith("application/json")
-    assert _json_body(body)["message"]
+    assert _json_body(body)["message"] == TOO_LARGE
 
     head = _auth_head(stack, "POST", "/api/v2/workspaceproxies",
                       "Transfer-Encoding: chunked\r\n")
     chunked = [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks] + [b"0\r\n\r\n"]
     st, hdrs, body = harness.raw_http(stack.primary.port, head, chunked)
     assert st == 413, (st, body[:200])
-    assert _json_body(body)["message"]
+    assert _json_body(body)["message"] == TOO_LARGE
 
     # A body of exactly 1 MiB is not refused for its size (the name is invalid -> 400).
     pad = (1 << 20) - len(b'{"name": "bad name!", "display_name": ""}')
@@ -175,12 +306,12 @@ def test_headers_over_64kib(stack, unchanged):
                                        f"X-Big: {big}\r\n"))
     assert st == 431, (st, body[:200])
     assert hdrs.get("content-type", "").startswith("application/json")
-    assert _json_body(body)["message"]
+    assert _json_body(body)["message"] == HEADERS_TOO_LARGE
     many = "".join(f"X-H{i}: {'v' * 30}\r\n" for i in range(2500))  # ~100 KiB in small headers
     st, _, body = harness.raw_http(
         stack.primary.port, _auth_head(stack, "GET", "/api/v2/workspaceproxies", many))
     assert st == 431, (st, body[:200])
-    assert _json_body(body)["message"]
+    assert _json_body(body)["message"] == "Too many request headers."
     assert stack.primary.healthz_ok()
 
 
@@ -189,13 +320,14 @@ def test_member_is_forbidden(stack, unchanged):
         "email": "member@example.com", "username": "member1",
         "password": "MemberPassword!23", "login_type": "password"})
     assert r.status_code == 201, r.text
-    unchanged.reset()
     r = stack.primary.api().post("/api/v2/users/login", json={
         "email": "member@example.com", "password": "MemberPassword!23"})
     assert r.status_code == 201, r.text
     member = stack.primary.api(r.json()["session_token"])
     me = member.get("/api/v2/users/me").json()
     assert me["username"] == "member1" and me["roles"] == []
+    unchanged.reset()  # the member and their session key exist now
+    ny_hash = token_hash(stack, "newyork")
 
     api_error(member.post("/api/v2/workspaceproxies",
                           json={"name": "sneaky", "display_name": "x", "icon": "/emojis/1.png"}),
@@ -204,7 +336,12 @@ def test_member_is_forbidden(stack, unchanged):
               403)
     api_error(member.patch("/api/v2/workspaceproxies/newyork",
                            json={"name": "newyork", "regenerate_token": True}), 403)
+    api_error(member.patch("/api/v2/workspaceproxies/newyork", json={"regenerate_token": True}),
+              403)
+    api_error(member.patch("/api/v2/workspaceproxies/primary", json={"display_name": "pwned"}),
+              403)
     api_error(member.delete("/api/v2/workspaceproxies/newyork"), 403)
+    assert token_hash(stack, "newyork") == ny_hash
     # Any logged-in user may read the regions.
     r = member.get("/api/v2/regions")
     assert r.status_code == 200 and r.json()["regions"][0]["name"] == "primary"
@@ -229,6 +366,26 @@ def test_rename_to_existing_name(stack, unchanged):
     api_error(stack.api.patch("/api/v2/workspaceproxies/other", json={"name": "newyork"}), 409,
               msg)
     cli_error(stack.client.run("wsproxy", "edit", "other", "--name", "newyork"), msg)
+    api_error(stack.api.patch("/api/v2/workspaceproxies/other", json={"name": "NewYork"}), 409,
+              'Workspace proxy with name "NewYork" already exists.')
+
+
+# A patch that is refused keeps the token: it is checked before a new one is made, and the new
+# hash is stored only together with the rest of the patch.
+@pytest.mark.parametrize("body,status,message", [
+    ({"name": "newyork", "regenerate_token": True}, 409,
+     'Workspace proxy with name "newyork" already exists.'),
+    ({"icon": "bad.png", "regenerate_token": True}, 400, BAD_ICON),
+    ({"display_name": "x" * 65, "regenerate_token": True}, 400, "Validation failed."),
+    ({"name": "bad name!", "regenerate_token": True}, 400, "Validation failed."),
+    ({"name": "primary", "regenerate_token": True}, 400, RESERVED),
+    ({"name": 5, "regenerate_token": True}, 400, BAD_JSON),
+])
+def test_refused_patch_keeps_the_token(stack, unchanged, body, status, message):
+    before = token_hash(stack, "other")
+    r = api_error(stack.api.patch("/api/v2/workspaceproxies/other", json=body), status, message)
+    assert "proxy_token" not in r, r
+    assert token_hash(stack, "other") == before
 
 
 def test_delete_primary(stack, unchanged):
