@@ -88,10 +88,13 @@ papp_new(struct wsproxy *w, struct http_exchange *ex)
     return a;
 }
 
+/* Cookies are Secure over TLS, behind an https access URL, or when --secure-auth-cookie says so
+ * (a TLS-terminating load balancer in front of a plain listener), as at the primary. */
 static bool
 secure(const struct papp *a)
 {
-    return a->ex->req.tls || str_has_prefix(a->w->access_url, "https:");
+    return a->ex->req.tls || a->w->o->net.secure_auth_cookie ||
+           str_has_prefix(a->w->access_url, "https:");
 }
 
 bool

@@ -123,6 +123,25 @@ def test_path_app_at_a_proxy_asks_the_primary_once(env):
     assert r.status_code == 307 and r.headers["Location"] == f"/@{OWNER_USERNAME}/dev/apps/site/"
 
 
+def test_secure_auth_cookie_at_a_proxy(env):
+    """App cookies from a plain-HTTP proxy are Secure only when --secure-auth-cookie says so (a
+    TLS-terminating load balancer in front), as at the primary."""
+    stack, ny, _, _ = env
+    session = {"Coder-Session-Token": stack.client.token()}
+    r = requests.get(path_url(ny), headers=session, allow_redirects=False)
+    assert r.status_code == 200, r.text
+    assert "Secure" not in r.headers["Set-Cookie"], r.headers["Set-Cookie"]
+    _, token = stack.create_proxy("behind-lb")
+    lb = stack.start_proxy(token, name="behind-lb", tls=False,
+                           extra_env={"CODER_SECURE_AUTH_COOKIE": "true"}).start()
+    stack.wait_status("behind-lb", "ok")
+    r = requests.get(path_url(lb), headers=session, allow_redirects=False)
+    assert r.status_code == 200, r.text
+    assert "coder_signed_app_token=" in r.headers["Set-Cookie"]
+    assert "; Secure" in r.headers["Set-Cookie"], r.headers["Set-Cookie"]
+    assert lb.stop() == 0
+
+
 def test_bytes_both_ways_through_the_proxy_tunnel_and_the_relay_link(env):
     stack, ny, la, _ = env
     session = {"Coder-Session-Token": stack.client.token()}
