@@ -141,7 +141,7 @@ api_read_json(struct api_ctx *c)
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        api_reply_error(c, 400, "Request body must be a JSON object.", NULL);
+        api_reply_error(c, 400, "Request body must be valid JSON.", NULL); /* as Coder's */
         return NULL;
     }
     return j;

@@ -23,8 +23,6 @@ NOT_LOGGED_IN = "You are not logged in. Try logging in using 'coder login <url>'
 # Coder's httpapi.Read answers every body that does not decode into the request, a field of the
 # wrong type included, with this message.
 BAD_JSON = "Request body must be valid JSON."
-# Ours for a body that is JSON but not an object; Coder says BAD_JSON here too (api.c).
-NOT_OBJECT = "Request body must be a JSON object."
 TOO_LARGE = "Request body too large."
 HEADERS_TOO_LARGE = "Request header fields too large."
 PRIMARY_RENAME = ("Cannot update name of default primary proxy, did you mean to update the "
@@ -190,7 +188,7 @@ MALFORMED = [
     (b'{"name": "ok-name"} trailing', BAD_JSON),
     (b'{"name": "ok-name", "name": "twice"}', BAD_JSON),
     (b'"name"', BAD_JSON),
-    (b"[]", NOT_OBJECT),
+    (b"[]", BAD_JSON),  # JSON, but not an object: Coder's decoder fails the same way
 ]
 # Fields of the wrong type do not decode either.
 WRONG_TYPES = [

@@ -561,8 +561,13 @@ conf_parse(const struct conf_cmd *cmd, int argc, char **argv, struct conf_result
             path = getenv(co->env);
         if (!path)
             path = co->def;
-        if (path && *path && load_yaml(cmd, path, src, err) < 0)
-            goto out;
+        if (path && *path) {
+            if (load_yaml(cmd, path, src, err) < 0)
+                goto out;
+            /* Coder's words for it (CODER-COMPAT part 2 §2). */
+            fprintf(stderr, "YAML support is experimental and offers no compatibility "
+                            "guarantees.\n");
+        }
     }
 
     for (size_t i = 0; i < cmd->nopts; i++) {
