@@ -18,6 +18,7 @@ struct tls_ctx {
     enum tls_client_auth client_auth;
     unsigned char *alpn;
     size_t alpn_len;
+    bool store_pending; /* client: the system trust store is loaded with the first session */
 };
 
 struct tls_session {
@@ -460,9 +461,6 @@ tls_ctx_new_client(const struct tls_client_opts *o, char **err)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_verify(ctx, o && o->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    /* Honours SSL_CERT_FILE and SSL_CERT_DIR. */
-    if (!(o && o->no_verify) && SSL_CTX_set_default_verify_paths(ctx) != 1)
-        ERR_clear_error(); /* no store at all: every peer fails verification, with a reason */
     if (o && o->cert_file && *o->cert_file) {
         if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
             *err = ssl_error_text("load TLS client certificate", o->cert_file);
@@ -481,6 +479,9 @@ tls_ctx_new_client(const struct tls_client_opts *o, char **err)
     c->ctxs = xcalloc(1, sizeof(*c->ctxs));
     c->ctxs[0] = ctx;
     c->n = 1;
+    /* Parsing the trust store (~140 certificates) costs about 20 ms: a process that never dials
+     * a TLS peer (a plain-HTTP primary) never pays it. */
+    c->store_pending = !(o && o->no_verify);
     if (o && o->alpn) {
         c->alpn_len = strlen(o->alpn);
         c->alpn = (unsigned char *)xstrdup(o->alpn);
@@ -492,6 +493,12 @@ tls_ctx_new_client(const struct tls_client_opts *o, char **err)
 struct tls_session *
 tls_session_new_client(struct tls_ctx *c, const char *server_name)
 {
+    if (c->store_pending) {
+        c->store_pending = false;
+        /* Honours SSL_CERT_FILE and SSL_CERT_DIR. */
+        if (SSL_CTX_set_default_verify_paths(c->ctxs[0]) != 1)
+            ERR_clear_error(); /* no store at all: every peer fails verification, with a reason */
+    }
     struct tls_session *s = tls_session_new(c);
     SSL_set_connect_state(s->ssl);
     unsigned char addr[16];
