@@ -20,7 +20,8 @@ costs about one instruction here where the CPU moves tens of bytes per cycle. Wh
 more than 1.2x nginx, the top functions of our dumps (self and inclusive, and the callers of the
 top self functions) are printed and written under the figure's "profile".
 
-Usage: bench/cpu.py [--bin build/coder] [--json out.json] [--smoke] [--requests N] [--big-mib M]"""
+Usage: bench/cpu.py [--bin build/coder] [--json out.json] [--smoke] [--requests N] [--big-mib M]
+                    [--keep DIR]"""
 import argparse
 import glob
 import os
@@ -233,6 +234,8 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="copy the callgrind dumps to DIR (for callgrind_annotate)")
     args = ap.parse_args()
     coder = os.path.abspath(args.bin)
     for tool in ("nginx", "openssl", "curl", "h2load", "valgrind", "callgrind_control",
@@ -303,6 +306,10 @@ def main():
             "ratio_note": "informative: what was subtracted from the load windows"}
     finally:
         procs.stop_all()
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for f in glob.glob(f"{tmp}/cg.*"):
+                shutil.copy(f, args.keep)
         shutil.rmtree(tmp, ignore_errors=True)
 
     doc = {"date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "machine": machine(),

@@ -28,6 +28,8 @@ def best_peer(fig):
                                                           "physical_max")}
     if not peers:
         return None, None
+    if fig.get("ratio_against") in peers:  # the goal names the peer (bulk: two nginx)
+        return fig["ratio_against"], peers[fig["ratio_against"]]
     unit = (fig.get("unit") or "").lower()
     lower_better = any(w in unit for w in ("ms", "bytes", "instructions", " s", "seconds"))
     name = (min if lower_better else max)(peers, key=peers.get)
