@@ -21,7 +21,8 @@ import tempfile
 
 
 def best_peer(fig):
-    """(name, value) of the peer the ratio is against: the better one by the figure's sense."""
+    """(name, value) of the peer the ratio is against: the one the figure names (ratio_against),
+    else the better one by the figure's sense."""
     peers = {n: v for n, v in (fig.get("peers") or {}).items()
              if isinstance(v, (int, float)) and n not in ("direct", "physical_min",
                                                           "iperf3_raw_tcp", "primary_path",
@@ -64,7 +65,7 @@ def rows(figures):
 def markdown(doc, table):
     lines = [f"Run of {doc['date']} on {doc['machine'].get('cpu')}, "
              f"{doc['machine'].get('cores')} cores, kernel {doc['machine'].get('kernel')}.", "",
-             "| figure | unit | ours | better peer | ratio | goal |",
+             "| figure | unit | ours | compared with | ratio | goal |",
              "|---|---|---|---|---|---|"]
     for key, unit, ours, name, val, ratio, goal in table:
         peer = f"{fmt(val)} ({name})" if name else "-"
@@ -92,7 +93,7 @@ def plot(table, path):
         script = f"""set terminal png size 1100,{height} font ",9"
 set output "{path}"
 set termoption noenhanced
-set title "ours vs the better peer (ratio; right of 1 is better), one make bench run"
+set title "ours vs the compared peer (ratio; right of 1 is better), one make bench run"
 set style fill solid 0.8 border -1
 set boxwidth 0.7
 set yrange [-1:{len(data)}]
@@ -144,7 +145,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2)
-    print(f"{'figure':44} {'ours':>10} {'better peer':>22} {'ratio':>7}")
+    print(f"{'figure':44} {'ours':>10} {'compared with':>22} {'ratio':>7}")
     for key, _, ours, name, val, ratio, _ in table:
         peer = f"{fmt(val)} ({name})" if name else "-"
         print(f"{key:44} {fmt(ours):>10} {peer:>22} {fmt(ratio):>7}")

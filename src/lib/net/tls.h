@@ -57,8 +57,9 @@ struct tls_client_opts {
 };
 
 /* Builds a client context: TLS 1.2+, the peer verified against the system trust store, which
- * SSL_CERT_FILE / SSL_CERT_DIR replace (OpenSSL's default paths). Loading the store is costly:
- * keep one context per configuration. Returns NULL with *err (one line) on failure. */
+ * SSL_CERT_FILE / SSL_CERT_DIR replace (OpenSSL's default paths). The store is loaded with the
+ * context's first session (costly: keep one context per configuration). Returns NULL with *err
+ * (one line) on failure. */
 struct tls_ctx *tls_ctx_new_client(const struct tls_client_opts *o, char **err);
 
 /* A session over memory BIOs. */
