@@ -433,7 +433,14 @@ pump_tls(struct net_stream *s)
 {
     static _Thread_local char plain[READ_CHUNK];
     /* The handshake goes on while paused; application data waits. */
-    while (!s->closing && !(s->ready && s->paused)) {
+    while (!s->closing) {
+        if (s->ready && s->paused) {
+            if (s->reading) { /* paused during the handshake: stop reading now it is over */
+                uv_read_stop((uv_stream_t *)s->tcp);
+                s->reading = false;
+            }
+            return;
+        }
         const char *why = NULL;
         int r = tls_session_read(s->tls, plain, sizeof(plain), &why);
         if (!s->ready && tls_session_handshake_done(s->tls)) {
@@ -480,8 +487,9 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (nread == 0)
         return;
     if (s->tls) {
-        tls_session_feed(s->tls, b->base, (size_t)nread);
+        tls_session_feed_borrowed(s->tls, b->base, (size_t)nread); /* the chunk, read in place */
         pump_tls(s);
+        tls_session_keep_input(s->tls); /* what a pause left: the chunk is reused */
         return;
     }
     s->in_read = true;
