@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "base/buf.h"
+#include "base/bufq.h"
 #include "base/crypto.h"
 #include "base/timeutil.h"
 #include "base/util.h"
@@ -43,6 +44,49 @@ test_buf(void **state)
     assert_int_equal(b.len, 0);
     free(s);
     buf_fini(&b);
+}
+
+/* Bytes come out of a block queue in the order they went in, whatever the sizes of appends and
+ * takes (within one block, across the first small block, larger than a block), and a drained
+ * queue holds no block. */
+static void
+test_bufq(void **state)
+{
+    (void)state;
+    const size_t total = 1u << 20;
+    char *want = xmalloc(total);
+    for (size_t i = 0; i < total; i++)
+        want[i] = (char)(i * 2654435761u >> 13);
+    const size_t puts[] = {1, 4095, 2, 70000, 65536, 3, 200000, 17};
+    const size_t takes[] = {5, 4096, 65536, 1, 100000, 9000, 300000};
+    struct bufq q;
+    bufq_init(&q);
+    struct buf got;
+    buf_init(&got);
+    size_t in = 0;
+    for (size_t i = 0; in < total; i++) {
+        size_t n = puts[i % 8] < total - in ? puts[i % 8] : total - in;
+        bufq_append(&q, want + in, n);
+        in += n;
+        assert_int_equal(q.len, in - got.len);
+        if (i % 3 == 2)
+            bufq_take(&q, &got, takes[i % 7]);
+        assert_int_equal(q.len, in - got.len);
+    }
+    bufq_take(&q, &got, total); /* more than is queued: takes what there is */
+    assert_int_equal(q.len, 0);
+    assert_null(q.head);
+    assert_null(q.tail);
+    assert_int_equal(got.len, total);
+    assert_memory_equal(got.data, want, total);
+    bufq_take(&q, &got, 10); /* nothing queued: nothing taken */
+    assert_int_equal(got.len, total);
+    bufq_append(&q, "tail", 4); /* a drained queue takes appends again */
+    bufq_fini(&q);
+    assert_null(q.head);
+    assert_int_equal(q.len, 0);
+    buf_fini(&got);
+    free(want);
 }
 
 static void
@@ -221,8 +265,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf),    cmocka_unit_test(test_strings), cmocka_unit_test(test_files),
-        cmocka_unit_test(test_crypto), cmocka_unit_test(test_uuid),    cmocka_unit_test(test_time),
+        cmocka_unit_test(test_buf),   cmocka_unit_test(test_bufq),   cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_files), cmocka_unit_test(test_crypto), cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,6 +25,8 @@ struct tls_session {
     SSL *ssl;
     struct buf in; /* ciphertext from the peer, not yet read by OpenSSL (from in_pos) */
     size_t in_pos;
+    const char *lent; /* ciphertext read in place (tls_session_feed_borrowed), after in */
+    size_t lent_len;
     struct buf out; /* ciphertext to the peer, not yet taken */
 };
 
@@ -48,9 +50,16 @@ bio_read(BIO *b, char *out, int cap)
     struct tls_session *s = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     size_t have = s->in.len - s->in_pos;
-    if (have == 0) {
+    if (have == 0 && s->lent_len == 0) {
         BIO_set_retry_read(b); /* more is on its way */
         return -1;
+    }
+    if (have == 0) {
+        size_t n = s->lent_len < (size_t)cap ? s->lent_len : (size_t)cap;
+        memcpy(out, s->lent, n);
+        s->lent += n;
+        s->lent_len -= n;
+        return (int)n;
     }
     size_t n = have < (size_t)cap ? have : (size_t)cap;
     memcpy(out, s->in.data + s->in_pos, n);
@@ -72,7 +81,7 @@ bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_PENDING:
-        return (long)(s->in.len - s->in_pos);
+        return (long)(s->in.len - s->in_pos + s->lent_len);
     case BIO_CTRL_WPENDING:
         return (long)s->out.len;
     default:
@@ -546,7 +555,25 @@ tls_session_free(struct tls_session *s)
 void
 tls_session_feed(struct tls_session *s, const void *data, size_t n)
 {
+    tls_session_keep_input(s);
     buf_append(&s->in, data, n);
+}
+
+void
+tls_session_feed_borrowed(struct tls_session *s, const void *data, size_t n)
+{
+    tls_session_keep_input(s);
+    s->lent = data;
+    s->lent_len = n;
+}
+
+void
+tls_session_keep_input(struct tls_session *s)
+{
+    if (s->lent_len)
+        buf_append(&s->in, s->lent, s->lent_len);
+    s->lent = NULL;
+    s->lent_len = 0;
 }
 
 /* Why the server's certificate was refused, in the words of Go's crypto/tls and x509 (what
@@ -614,6 +641,9 @@ int
 tls_session_write(struct tls_session *s, const void *data, size_t n)
 {
     const char *p = data;
+    /* Room for all the records at once (a record adds at most 64 bytes to 16 KiB): grown one
+     * record at a time, the buffer was copied about once more per byte. */
+    buf_reserve(&s->out, n + (n / 16384 + 1) * 64);
     while (n > 0) {
         int chunk = n > 65536 ? 65536 : (int)n;
         int r = SSL_write(s->ssl, p, chunk);

@@ -70,6 +70,10 @@ struct tls_session *tls_session_new_client(struct tls_ctx *c, const char *server
 void tls_session_free(struct tls_session *s);
 /* Hands received ciphertext to the session. */
 void tls_session_feed(struct tls_session *s, const void *data, size_t n);
+/* The same without a copy: the session reads data in place until tls_session_keep_input, which
+ * copies what it has not read yet; data must stay valid until then. */
+void tls_session_feed_borrowed(struct tls_session *s, const void *data, size_t n);
+void tls_session_keep_input(struct tls_session *s);
 /* Reads decrypted bytes: >0 bytes read, 0 needs more input (check take_output, the handshake
  * may have produced some), <0 fatal error (the connection must close; *why names it). */
 int tls_session_read(struct tls_session *s, void *out, size_t cap, const char **why);

@@ -6,6 +6,7 @@
  * returns (depth counts the nesting). */
 #include "tunnel/tunnel.h"
 #include "tunnel/h2mem.h"
+#include "base/bufq.h"
 #include "base/log.h"
 #include "base/timeutil.h"
 #include "base/util.h"
@@ -22,8 +23,7 @@ struct tunnel_stream {
     int32_t id;
     const struct tunnel_stream_cbs *cbs;
     void *arg;
-    struct buf out;     /* bytes to send, from out_off */
-    size_t out_off;     /* bytes already taken from out */
+    struct bufq out;    /* bytes to send */
     size_t unconsumed;  /* received bytes not yet acknowledged with consumed() */
     bool deferred;      /* the data provider is waiting for bytes */
     bool end_requested; /* tunnel_stream_end was called */
@@ -66,7 +66,7 @@ stream_new(struct tunnel *t, int32_t id)
     st->t = t;
     st->id = id;
     st->cbs = &no_cbs;
-    buf_init(&st->out);
+    bufq_init(&st->out);
     st->next = t->streams;
     if (t->streams)
         t->streams->prev = st;
@@ -102,14 +102,14 @@ stream_free(struct tunnel_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     head_clear(st);
-    buf_fini(&st->out);
+    bufq_fini(&st->out);
     free(st);
 }
 
 static size_t
 stream_pending(const struct tunnel_stream *st)
 {
-    return st->out.len - st->out_off;
+    return st->out.len;
 }
 
 /* ---- nghttp2 callbacks ---- */
@@ -156,15 +156,7 @@ send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd
     if (t->out->len >= t->out_limit)
         return NGHTTP2_ERR_WOULDBLOCK; /* this call's share is out: nghttp2 keeps the frame */
     buf_append(t->out, framehd, 9);
-    buf_append(t->out, st->out.data + st->out_off, length);
-    st->out_off += length;
-    if (st->out_off == st->out.len) {
-        buf_reset(&st->out);
-        st->out_off = 0;
-    } else if (st->out_off >= st->out.len / 2) {
-        buf_consume(&st->out, st->out_off); /* compact: moves at most half the buffer */
-        st->out_off = 0;
-    }
+    bufq_take(&st->out, t->out, length);
     if (st->blocked && stream_pending(st) < TUNNEL_SEND_HIGH_WATER / 2) {
         st->blocked = false;
         st->want_writable = true;
@@ -587,7 +579,7 @@ tunnel_stream_write(struct tunnel_stream *s, const void *data, size_t n)
     if (s->closed || s->end_requested || s->t->failed)
         return -1;
     enter(s->t);
-    buf_append(&s->out, data, n);
+    bufq_append(&s->out, data, n);
     resume(s);
     int rc = 1;
     if (stream_pending(s) >= TUNNEL_SEND_HIGH_WATER) {
