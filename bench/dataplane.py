@@ -148,7 +148,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--secs", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=2)
     args = ap.parse_args()
     coder = os.path.abspath(args.bin)
     for tool in ("nginx", "wrk", "openssl", "curl") + (() if args.smoke else ("haproxy",)):

@@ -24,9 +24,9 @@
 #include <string.h>
 #include <uv.h>
 
-#define BACKOFF_MIN_MS 250
+#define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 30000
-#define STABLE_MS 30000
+#define STABLE_MS 5000 /* a tunnel that held this long was not flapping: back to the start */
 
 #define POLL_MS 10000
 
@@ -66,7 +66,8 @@ struct agent {
 
 static void region_connect(struct region *r);
 
-/* 250 ms doubling to 30 s, +-20 % jitter; *backoff is the state. */
+/* 50 ms doubling to 30 s, +-20 % jitter; *backoff is the state. A restarted proxy is back within
+ * tens of ms, and a refused dial costs nothing, so the first retries come quickly. */
 static uint64_t
 next_backoff(int64_t *backoff)
 {

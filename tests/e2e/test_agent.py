@@ -48,7 +48,7 @@ def test_agent_survives_a_primary_restart(ctx):
     wait_for(lambda: _agent_status(stack, "dev") == "connected", 10, 0.1, "agent connected")
     assert stack.primary.stop() == 0
     stack.primary.start()
-    # The restarted primary holds no tunnel until the agent dials again (backoff from 250 ms).
+    # The restarted primary holds no tunnel until the agent dials again (backoff from 50 ms).
     wait_for(lambda: "reconnecting" in agent.stderr(), 5, 0.1, "agent noticed")
     wait_for(lambda: agent.stderr().count("agent: connected to") >= 2, 10, 0.1,
              "agent reconnected")
