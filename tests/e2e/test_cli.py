@@ -299,7 +299,7 @@ def test_unauthorized_error_suggests_login(stack):
 # --write-config in the servers' help
 
 CONFIG_HELP = """CONFIG OPTIONS:
-  -c, --config string, $CODER_CONFIG_PATH
+  -c, --config yaml-config-path, $CODER_CONFIG_PATH
           Specify a YAML file to load configuration from.
 
       --write-config bool

@@ -78,6 +78,7 @@ static const struct conf_opt opts[] = {
      .shorthand = 'c',
      .env = "TCONF_CONFIG_PATH",
      .type = CONF_STRING,
+     .type_label = "yaml-config-path",
      .dest = &v.config},
     {.flag = "output",
      .shorthand = 'o',
@@ -251,8 +252,7 @@ test_precedence(void **state)
                            "    enable: true\n"
                            "    certFiles: [one.pem, two.pem]\n"
                            "  interval: 5s\n"
-                           "count: 11\n"
-                           "unknownKey: ignored\n");
+                           "count: 11\n");
     struct conf_result res;
     char *err = NULL;
     setenv("TCONF_CONFIG_PATH", path, 1);
@@ -301,6 +301,15 @@ test_yaml_errors(void **state)
         {"a: [\n", NULL},
         {"- just\n- a list\n",
          "parse config file \"%s\": the document must be a mapping of options"},
+        /* Keys that are no option are refused, as Coder does: a typo must not go unnoticed. */
+        {"count: 1\nunknownKey: x\n", "config file \"%s\": unknown option \"unknownKey\""},
+        {"networking:\n  tls:\n    enable: true\n    enabel: true\n",
+         "config file \"%s\": unknown option \"networking.tls.enabel\""},
+        {"networking:\n  http:\n    httpAddress:\n      nested: 1\n",
+         "invalid value for networking.http.httpAddress in config file \"%s\": must be a scalar"},
+        {"networking: 5\n",
+         "invalid value for networking in config file \"%s\": must be a mapping of options"},
+        {"? [a, b]\n: 1\n", "config file \"%s\": unknown option \"(a list key)\""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *path = write_tmp(cases[i].text);
@@ -372,7 +381,7 @@ test_help(void **state)
     assert_non_null(strstr(h, "NETWORKING / HTTP OPTIONS:\n      --http-address string, "
                               "$TCONF_HTTP_ADDRESS (default: 127.0.0.1:3000)\n          HTTP "
                               "bind address of the server.\n"));
-    assert_non_null(strstr(h, "  -c, --config string, $TCONF_CONFIG_PATH\n"));
+    assert_non_null(strstr(h, "  -c, --config yaml-config-path, $TCONF_CONFIG_PATH\n"));
     assert_non_null(strstr(h, "--tls-client-auth none|request|require-and-verify"));
     assert_null(strstr(h, "--output")); /* hidden */
     /* Ungrouped options come before the groups. */

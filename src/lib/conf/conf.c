@@ -477,6 +477,58 @@ yaml_apply(const struct conf_opt *o, yaml_document_t *doc, yaml_node_t *n,
     return -1;
 }
 
+/* The error for the first key under mapping node n (at dotted path prefix) that is neither an
+ * option nor a group of options, as Coder's serpent refuses them: a misspelt key must not be
+ * ignored. The walk descends only into groups, so its depth is that of the option names. */
+static char *
+yaml_unknown_key(const struct conf_cmd *cmd, yaml_document_t *doc, yaml_node_t *n,
+                 const char *prefix, const char *file)
+{
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        if (!k || !v)
+            continue;
+        char *key = k->type == YAML_SCALAR_NODE
+                        ? xasprintf("%s%s%.*s", prefix, *prefix ? "." : "",
+                                    (int)k->data.scalar.length, (const char *)k->data.scalar.value)
+                        : xasprintf("%s%s(a %s key)", prefix, *prefix ? "." : "",
+                                    k->type == YAML_MAPPING_NODE ? "mapping" : "list");
+        size_t len = strlen(key);
+        bool option = false, group = false;
+        for (size_t i = 0; i < cmd->nopts && k->type == YAML_SCALAR_NODE; i++) {
+            const char *y = cmd->opts[i].yaml;
+            if (!y)
+                continue;
+            if (strcmp(y, key) == 0)
+                option = true;
+            else if (strncmp(y, key, len) == 0 && y[len] == '.')
+                group = true;
+        }
+        if (option)
+            goto next;
+        if (group && v->type == YAML_MAPPING_NODE) {
+            char *deeper = yaml_unknown_key(cmd, doc, v, key, file);
+            if (deeper) {
+                free(key);
+                return deeper;
+            }
+            goto next;
+        }
+        if (group && yaml_is_null(v))
+            goto next; /* an empty group */
+        char *e = group ? xasprintf("invalid value for %s in config file \"%s\": must be a "
+                                    "mapping of options",
+                                    key, file)
+                        : xasprintf("config file \"%s\": unknown option \"%s\"", file, key);
+        free(key);
+        return e;
+    next:
+        free(key);
+    }
+    return NULL;
+}
+
 static int
 load_yaml(const struct conf_cmd *cmd, const char *path, enum source *src, char **err)
 {
@@ -508,6 +560,13 @@ load_yaml(const struct conf_cmd *cmd, const char *path, enum source *src, char *
     if (root && !yaml_is_null(root) && root->type != YAML_MAPPING_NODE) {
         *err =
             xasprintf("parse config file \"%s\": the document must be a mapping of options", path);
+        rc = -1;
+    }
+    char *unknown = rc == 0 && root && root->type == YAML_MAPPING_NODE
+                        ? yaml_unknown_key(cmd, &doc, root, "", path)
+                        : NULL;
+    if (unknown) {
+        *err = unknown;
         rc = -1;
     }
     struct origin from = {SRC_YAML, path};
@@ -688,6 +747,8 @@ static const char *
 type_name(const struct conf_opt *o, char **owned)
 {
     *owned = NULL;
+    if (o->type_label)
+        return o->type_label;
     switch (o->type) {
     case CONF_STRING:
         return "string";

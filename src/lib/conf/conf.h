@@ -36,6 +36,7 @@ struct conf_opt {
     const char *const *enum_values; /* NULL-terminated, for CONF_ENUM (and CONF_STRING_ARRAY
                                        members when set) */
     bool hidden;                    /* parsed, not shown in --help */
+    const char *type_label;         /* the value's name in --help when not its type's */
     bool whole; /* CONF_STRING_ARRAY: each flag or variable is one value, commas included */
 };
 

@@ -232,6 +232,7 @@ serveropts_table(struct serveropts *o, struct conf_opt *out)
          .env = "CODER_CONFIG_PATH",
          .group = "Config",
          .type = CONF_STRING,
+         .type_label = "yaml-config-path", /* serpent's name for it */
          .dest = &o->config_path,
          .help = "Specify a YAML file to load configuration from."},
     };
