@@ -43,6 +43,33 @@ test_buf(void **state)
     assert_string_equal(s, "999!ok");
     assert_int_equal(b.len, 0);
     free(s);
+    /* Formatted in place, whatever the room left: more than it has, exactly it, none at all. */
+    char big[300];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    buf_puts(&b, "ab");
+    buf_printf(&b, "[%s]", big);
+    assert_int_equal(b.len, 2 + 301);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_memory_equal(b.data, "ab[xx", 5);
+    assert_string_equal(b.data + b.len - 2, "x]");
+    buf_fini(&b); /* a fresh buffer: 64 bytes at first */
+    for (size_t fill = 0; fill < 80; fill++) {
+        buf_reset(&b);
+        for (size_t i = 0; i < fill; i++)
+            buf_putc(&b, '.');
+        size_t cap = b.cap;
+        buf_printf(&b, "%d-%s", 42, "end");
+        assert_int_equal(b.len, fill + 6);
+        assert_string_equal(b.data + fill, "42-end");
+        assert_true(b.cap >= cap);
+    }
+    buf_reset(&b);
+    buf_cat(&b, "Host", ": ", "", "example.com", "\r\n", NULL);
+    assert_string_equal(b.data, "Host: example.com\r\n");
+    char *long_one = xasprintf("%s|%s", big, big); /* longer than xvasprintf's stack buffer */
+    assert_int_equal(strlen(long_one), 2 * 299 + 1);
+    free(long_one);
     buf_fini(&b);
 }
 

@@ -714,7 +714,7 @@ static void
 build_request(struct relay *r, struct buf *b)
 {
     struct http_exchange *ex = r->ex;
-    buf_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", ex->req.method, r->rest, r->target);
+    buf_cat(b, ex->req.method, " ", r->rest, " HTTP/1.1\r\nHost: ", r->target, "\r\n", NULL);
     const char *client_host = http_request_header(&ex->req, "Host");
     bool has_length = false;
     for (size_t i = 0; i < ex->req.nheaders; i++) {
@@ -735,27 +735,28 @@ build_request(struct relay *r, struct buf *b)
                     t++;
                 if (str_has_prefix(t, "coder_"))
                     continue;
-                buf_printf(&kept, "%s%s", kept.len ? "; " : "", t);
+                buf_cat(&kept, kept.len ? "; " : "", t, NULL);
             }
             if (kept.len)
-                buf_printf(b, "Cookie: %s\r\n", kept.data);
+                buf_cat(b, "Cookie: ", kept.data, "\r\n", NULL);
             buf_fini(&kept);
             free(copy);
             continue;
         }
         has_length |= str_eq_ci(n, "content-length");
-        buf_printf(b, "%s: %s\r\n", n, v);
+        buf_cat(b, n, ": ", v, "\r\n", NULL);
     }
     const char *te = http_request_header(&ex->req, "Transfer-Encoding");
     if (te && !has_length) {
         r->chunked_up = true;
         buf_puts(b, "Transfer-Encoding: chunked\r\n");
     }
-    buf_printf(b, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n",
-               ex->req.remote_ip, ex->req.tls ? "https" : "http", client_host ? client_host : "");
+    buf_cat(b, "X-Forwarded-For: ", ex->req.remote_ip,
+            "\r\nX-Forwarded-Proto: ", ex->req.tls ? "https" : "http",
+            "\r\nX-Forwarded-Host: ", client_host ? client_host : "", "\r\n", NULL);
     const char *upgrade = http_request_header(&ex->req, "Upgrade");
     if (ex->req.upgrade && upgrade)
-        buf_printf(b, "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n", upgrade);
+        buf_cat(b, "Connection: Upgrade\r\nUpgrade: ", upgrade, "\r\n\r\n", NULL);
     else if (r->pool_key)
         buf_puts(b, "\r\n"); /* HTTP/1.1 keep-alive: the connection may serve the next one */
     else

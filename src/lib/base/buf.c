@@ -1,6 +1,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,12 +67,33 @@ buf_putc(struct buf *b, char c)
 void
 buf_printf(struct buf *b, const char *fmt, ...)
 {
-    va_list ap;
+    /* Formats in place: into the room the buffer has (or 64 bytes more), and once more with
+     * exactly the room needed when that was too little. No temporary string. */
+    buf_reserve(b, 64);
+    va_list ap, again;
     va_start(ap, fmt);
-    char *s = xvasprintf(fmt, ap);
+    va_copy(again, ap);
+    size_t room = b->cap - b->len;
+    int n = vsnprintf(b->data + b->len, room, fmt, ap);
     va_end(ap);
-    buf_puts(b, s);
-    free(s);
+    if (n < 0)
+        abort(); /* an invalid format: a programming error */
+    if ((size_t)n >= room) {
+        buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+    }
+    va_end(again);
+    b->len += (size_t)n;
+}
+
+void
+buf_cat(struct buf *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *))
+        buf_append(b, s, strlen(s));
+    va_end(ap);
 }
 
 void

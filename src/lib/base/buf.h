@@ -19,6 +19,8 @@ void buf_append(struct buf *b, const void *data, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends each string in turn, up to a NULL: for the hot paths' header lines, no format. */
+void buf_cat(struct buf *b, ...) __attribute__((sentinel));
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 /* Appends s as a JSON string (also a valid YAML double-quoted scalar) (\" \\ \n \r \t, other

@@ -1252,9 +1252,18 @@ http_exchange_begin(struct http_exchange *ex, int status)
         ex->close_after = true;
     struct buf out;
     buf_init(&out);
-    buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    char code[16];
+    if (status >= 100 && status <= 999) { /* three digits, as llhttp parses an app's status */
+        code[0] = (char)('0' + status / 100);
+        code[1] = (char)('0' + status / 10 % 10);
+        code[2] = (char)('0' + status % 10);
+        code[3] = '\0';
+    } else {
+        snprintf(code, sizeof(code), "%d", status);
+    }
+    buf_cat(&out, "HTTP/1.1 ", code, " ", http_status_text(status), "\r\n", NULL);
     for (size_t i = 0; i < ex->nrheaders; i++)
-        buf_printf(&out, "%s: %s\r\n", ex->rheaders[i].name, ex->rheaders[i].value);
+        buf_cat(&out, ex->rheaders[i].name, ": ", ex->rheaders[i].value, "\r\n", NULL);
     if (!no_body && !http_exchange_has_header(ex, "Content-Length")) {
         ex->chunked = true;
         buf_puts(&out, "Transfer-Encoding: chunked\r\n");
