@@ -24,7 +24,10 @@ struct echo_srv {
     uv_tcp_t listener;
     int port;
     struct tls_ctx *tls;
-    bool hold; /* accepted streams start paused */
+    bool hold;        /* accepted streams start paused */
+    bool bytewise;    /* echo each byte with its own write */
+    bool close_after; /* close the stream right after echoing */
+    size_t held;      /* net_stream_queued after the echo, inside on_read */
     struct net_stream *last;
     size_t received;
     int accepted;
@@ -35,7 +38,15 @@ e_read(struct net_stream *s, const uint8_t *d, size_t n, void *arg)
 {
     struct echo_srv *e = arg;
     e->received += n;
-    net_stream_write(s, d, n);
+    if (e->bytewise) {
+        for (size_t i = 0; i < n; i++)
+            net_stream_write(s, d + i, 1);
+    } else {
+        net_stream_write(s, d, n);
+    }
+    e->held = net_stream_queued(s);
+    if (e->close_after)
+        net_stream_close(s);
 }
 
 static void
@@ -212,6 +223,29 @@ test_echo_and_half_close(void **state)
     assert_memory_equal(c.got.data, "hello, tunnel", c.got.len);
     buf_fini(&c.got);
     echo_stop(&e);
+}
+
+/* Writes made while a read is delivered leave together when it returns (held until then), and
+ * a close right after them still sends them first. */
+static void
+test_writes_in_a_read_are_batched(void **state)
+{
+    (void)state;
+    for (int close_after = 0; close_after < 2; close_after++) {
+        struct echo_srv e = {.bytewise = true, .close_after = close_after};
+        echo_start(&e);
+        struct cli c;
+        cli_init(&c);
+        c.send = "hello, tunnel";
+        c.close_on_eof = true;
+        c.s = net_stream_dial(&loop, "127.0.0.1", e.port, NULL, NULL, 0, &cli_cbs, &c);
+        run_until(&c.closed);
+        assert_int_equal(e.held, e.received); /* every piece held inside on_read */
+        assert_int_equal(c.got.len, strlen("hello, tunnel"));
+        assert_memory_equal(c.got.data, "hello, tunnel", c.got.len);
+        buf_fini(&c.got);
+        echo_stop(&e);
+    }
 }
 
 static void
@@ -511,6 +545,7 @@ main(void)
 {
     const struct CMUnitTest tcp[] = {
         cmocka_unit_test_setup_teardown(test_echo_and_half_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writes_in_a_read_are_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_dialing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),

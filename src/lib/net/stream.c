@@ -51,6 +51,8 @@ struct net_stream {
     bool closing;
     bool close_reported;
     bool in_read; /* delivering on_read: a close waits for the loop */
+    bool batched; /* corked until the read being delivered returns (batch_list) */
+    struct net_stream *batch_next;
 };
 
 struct wreq {
@@ -64,6 +66,59 @@ static void stream_fail(struct net_stream *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void start_reading(struct net_stream *s);
 static void flush_tls(struct net_stream *s);
+static void send_held(struct net_stream *s);
+
+/* ---- batching ----
+ * Writes made while input is delivered (a tunnel read fans out to many client streams, a
+ * request's answer comes in pieces) are held back and leave together when the delivery
+ * returns, before the loop polls again: one socket write and full TLS records for what one
+ * read produced, not one of each per piece. The held bytes wait in the corked stream's early
+ * buffer, so backpressure is counted as for any corked write. */
+static _Thread_local int batch_depth;
+static _Thread_local struct net_stream *batch_list;
+
+static void
+batch_enter(void)
+{
+    batch_depth++;
+}
+
+static void
+batch_leave(void)
+{
+    if (--batch_depth > 0)
+        return;
+    while (batch_list) {
+        struct net_stream *s = batch_list;
+        batch_list = s->batch_next;
+        s->batch_next = NULL;
+        s->batched = false;
+        net_stream_uncork(s); /* may call on_drain: writes then go out at once */
+    }
+}
+
+static void
+batch_join(struct net_stream *s)
+{
+    if (batch_depth == 0 || s->batched || !s->ready || s->closing)
+        return;
+    s->batched = true;
+    s->cork++;
+    s->batch_next = batch_list;
+    batch_list = s;
+}
+
+static void
+batch_forget(struct net_stream *s)
+{
+    for (struct net_stream **p = &batch_list; *p; p = &(*p)->batch_next) {
+        if (*p == s) {
+            *p = s->batch_next;
+            break;
+        }
+    }
+    s->batched = false;
+}
 
 /* ---- lifetime ---- */
 
@@ -78,6 +133,8 @@ finalize(struct net_stream *s)
     }
     if (s->on_finalize)
         s->on_finalize(s->finalize_arg);
+    if (s->batched)
+        batch_forget(s);
     tls_session_free(s->tls);
     if (s->ai)
         uv_freeaddrinfo(s->ai);
@@ -101,6 +158,15 @@ net_stream_close(struct net_stream *s)
 {
     if (s->closing)
         return;
+    if (s->batched) {
+        /* What the delivery being batched wrote goes out first, as it would have unbatched (a
+         * response cut off by its app still reaches the client up to the cut). */
+        batch_forget(s);
+        if (s->cork > 0 && --s->cork == 0)
+            send_held(s);
+        if (s->closing)
+            return; /* the flush failed and closed it */
+    }
     s->closing = true;
     if (s->gai_pending)
         uv_cancel((uv_req_t *)&s->gai); /* its callback still runs, with UV_ECANCELED */
@@ -285,6 +351,7 @@ net_stream_writev(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 {
     if (s->closing || s->shut_wanted)
         return -1;
+    batch_join(s);
     return send_plain(s, bufs, nbufs);
 }
 
@@ -486,15 +553,17 @@ on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0)
         return;
+    batch_enter();
     if (s->tls) {
         tls_session_feed_borrowed(s->tls, b->base, (size_t)nread); /* the chunk, read in place */
         pump_tls(s);
         tls_session_keep_input(s->tls); /* what a pause left: the chunk is reused */
-        return;
+    } else {
+        s->in_read = true;
+        s->cbs->on_read(s, (const uint8_t *)b->base, (size_t)nread, s->arg);
+        s->in_read = false;
     }
-    s->in_read = true;
-    s->cbs->on_read(s, (const uint8_t *)b->base, (size_t)nread, s->arg);
-    s->in_read = false;
+    batch_leave();
 }
 
 static void
@@ -520,8 +589,11 @@ static void
 on_kick(uv_timer_t *t)
 {
     struct net_stream *s = t->data;
-    if (s->tls && !s->closing)
+    if (s->tls && !s->closing) {
+        batch_enter();
         pump_tls(s); /* plaintext the session decrypted before the pause */
+        batch_leave();
+    }
     start_reading(s);
 }
 
