@@ -59,6 +59,8 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         elif self.path.startswith("/headers"):
             self._send(200, json.dumps({"path": self.path, "peer_port": self.client_address[1],
                                         "headers": dict(self.headers.items())}).encode())
+        elif self.path.startswith("/status/"):
+            self._send(int(self.path.split("/")[2]), b"", "text/plain")
         elif self.path.startswith("/then-close"):
             # A keep-alive answer, then the app drops the connection on its own.
             self._send(200, b"bye", "text/plain")
@@ -118,6 +120,15 @@ def test_get_and_slash_redirect(env):
     # The agent may be named.
     r = s.get(f"{stack.primary.url}/@{OWNER_USERNAME}/dev.main/apps/site/")
     assert r.status_code == 200
+
+
+def test_status_lines_keep_their_reason(env):
+    # A status the relay passes on has the reason phrase Go's servers give it, as in Coder.
+    stack, _, s = env
+    for code, reason in ((206, "Partial Content"), (416, "Requested Range Not Satisfiable"),
+                         (418, "I'm a teapot"), (299, "status code 299")):
+        r = s.get(_url(stack, f"site/status/{code}"))
+        assert (r.status_code, r.reason) == (code, reason)
 
 
 def test_download_and_upload_byte_exact(env):

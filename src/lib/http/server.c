@@ -60,15 +60,38 @@ static void conn_process(struct http_conn *c, const char *data, size_t n);
 const char *
 http_status_text(int status)
 {
+    /* The reason phrases of Go's net/http (what Coder's servers send), every registered code. */
     switch (status) {
+    case 100:
+        return "Continue";
     case 101:
         return "Switching Protocols";
+    case 102:
+        return "Processing";
+    case 103:
+        return "Early Hints";
     case 200:
         return "OK";
     case 201:
         return "Created";
+    case 202:
+        return "Accepted";
+    case 203:
+        return "Non-Authoritative Information";
     case 204:
         return "No Content";
+    case 205:
+        return "Reset Content";
+    case 206:
+        return "Partial Content";
+    case 207:
+        return "Multi-Status";
+    case 208:
+        return "Already Reported";
+    case 226:
+        return "IM Used";
+    case 300:
+        return "Multiple Choices";
     case 301:
         return "Moved Permanently";
     case 302:
@@ -77,6 +100,8 @@ http_status_text(int status)
         return "See Other";
     case 304:
         return "Not Modified";
+    case 305:
+        return "Use Proxy";
     case 307:
         return "Temporary Redirect";
     case 308:
@@ -85,28 +110,60 @@ http_status_text(int status)
         return "Bad Request";
     case 401:
         return "Unauthorized";
+    case 402:
+        return "Payment Required";
     case 403:
         return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 407:
+        return "Proxy Authentication Required";
     case 408:
         return "Request Timeout";
     case 409:
         return "Conflict";
+    case 410:
+        return "Gone";
     case 411:
         return "Length Required";
+    case 412:
+        return "Precondition Failed";
     case 413:
         return "Request Entity Too Large";
     case 414:
         return "Request URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 416:
+        return "Requested Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 418:
+        return "I'm a teapot";
+    case 421:
+        return "Misdirected Request";
+    case 422:
+        return "Unprocessable Entity";
+    case 423:
+        return "Locked";
+    case 424:
+        return "Failed Dependency";
+    case 425:
+        return "Too Early";
+    case 426:
+        return "Upgrade Required";
+    case 428:
+        return "Precondition Required";
     case 429:
         return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 451:
+        return "Unavailable For Legal Reasons";
     case 500:
         return "Internal Server Error";
     case 501:
@@ -117,8 +174,20 @@ http_status_text(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 506:
+        return "Variant Also Negotiates";
+    case 507:
+        return "Insufficient Storage";
+    case 508:
+        return "Loop Detected";
+    case 510:
+        return "Not Extended";
+    case 511:
+        return "Network Authentication Required";
     default:
-        return "Unknown";
+        return NULL;
     }
 }
 
@@ -320,7 +389,11 @@ serialize_response(struct http_exchange *ex, struct buf *out)
 {
     bool head = ex->req.method && strcmp(ex->req.method, "HEAD") == 0;
     bool no_body = ex->status == 204 || ex->status == 304 || ex->status < 200;
-    buf_printf(out, "HTTP/1.1 %d %s\r\n", ex->status, http_status_text(ex->status));
+    const char *text = http_status_text(ex->status);
+    if (text)
+        buf_printf(out, "HTTP/1.1 %d %s\r\n", ex->status, text);
+    else
+        buf_printf(out, "HTTP/1.1 %d status code %d\r\n", ex->status, ex->status); /* as Go */
     for (size_t i = 0; i < ex->nrheaders; i++)
         buf_printf(out, "%s: %s\r\n", ex->rheaders[i].name, ex->rheaders[i].value);
     if (!no_body)
@@ -1261,7 +1334,9 @@ http_exchange_begin(struct http_exchange *ex, int status)
     } else {
         snprintf(code, sizeof(code), "%d", status);
     }
-    buf_cat(&out, "HTTP/1.1 ", code, " ", http_status_text(status), "\r\n", NULL);
+    const char *text = http_status_text(status);
+    buf_cat(&out, "HTTP/1.1 ", code, text ? " " : " status code ", text ? text : code, "\r\n",
+            NULL);
     for (size_t i = 0; i < ex->nrheaders; i++)
         buf_cat(&out, ex->rheaders[i].name, ": ", ex->rheaders[i].value, "\r\n", NULL);
     if (!no_body && !http_exchange_has_header(ex, "Content-Length")) {

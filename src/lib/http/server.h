@@ -191,6 +191,7 @@ void http_reply_text(struct http_exchange *ex, int status, const char *ctype, co
 /* {"message": msg, "detail": detail?} as application/json. */
 void http_reply_error(struct http_exchange *ex, int status, const char *msg, const char *detail);
 
+/* The reason phrase of a status ("Partial Content"), or NULL for a code with none. */
 const char *http_status_text(int status);
 
 #endif
