@@ -203,6 +203,21 @@ teardown(void **state)
     return 0;
 }
 
+/* Sends "hello, tunnel" to e, half-closes, and checks it all came back before the end. */
+static void
+hello_round_trip(struct echo_srv *e, struct cli *c)
+{
+    cli_init(c);
+    c->send = "hello, tunnel";
+    c->close_on_eof = true;
+    c->s = net_stream_dial(&loop, "127.0.0.1", e->port, NULL, NULL, 0, &cli_cbs, c);
+    run_until(&c->closed);
+    assert_true(c->connected);
+    assert_int_equal(c->got.len, strlen("hello, tunnel"));
+    assert_memory_equal(c->got.data, "hello, tunnel", c->got.len);
+    buf_fini(&c->got);
+}
+
 static void
 test_echo_and_half_close(void **state)
 {
@@ -210,18 +225,10 @@ test_echo_and_half_close(void **state)
     struct echo_srv e = {0};
     echo_start(&e);
     struct cli c;
-    cli_init(&c);
-    c.send = "hello, tunnel";
-    c.close_on_eof = true;
-    c.s = net_stream_dial(&loop, "127.0.0.1", e.port, NULL, NULL, 0, &cli_cbs, &c);
-    run_until(&c.closed);
-    assert_true(c.connected);
+    hello_round_trip(&e, &c);
     assert_true(c.eof);
     assert_int_equal(c.closes, 1);
     assert_string_equal(c.close_why, "");
-    assert_int_equal(c.got.len, strlen("hello, tunnel"));
-    assert_memory_equal(c.got.data, "hello, tunnel", c.got.len);
-    buf_fini(&c.got);
     echo_stop(&e);
 }
 
@@ -235,15 +242,8 @@ test_writes_in_a_read_are_batched(void **state)
         struct echo_srv e = {.bytewise = true, .close_after = close_after};
         echo_start(&e);
         struct cli c;
-        cli_init(&c);
-        c.send = "hello, tunnel";
-        c.close_on_eof = true;
-        c.s = net_stream_dial(&loop, "127.0.0.1", e.port, NULL, NULL, 0, &cli_cbs, &c);
-        run_until(&c.closed);
+        hello_round_trip(&e, &c);
         assert_int_equal(e.held, e.received); /* every piece held inside on_read */
-        assert_int_equal(c.got.len, strlen("hello, tunnel"));
-        assert_memory_equal(c.got.data, "hello, tunnel", c.got.len);
-        buf_fini(&c.got);
         echo_stop(&e);
     }
 }
