@@ -208,8 +208,9 @@ test_hop_by_hop(void **state)
     for (size_t i = 0; i < ARRAY_LEN(hop); i++)
         assert_true(http_header_hop_by_hop(hop[i]));
     static const char *const end_to_end[] = {
-        "Content-Length", "Host", "Connection-Id", "Trailers", "Upgrade-Insecure-Requests",
-        "Authorization",  "",     "Keep-Alive2"};
+        "Content-Length", "Host", "Connection-Id", "Trailers",  "Upgrade-Insecure-Requests",
+        "Authorization",  "",     "Keep-Alive2",   "connectio", "T",
+        "upgrades"};
     for (size_t i = 0; i < ARRAY_LEN(end_to_end); i++)
         assert_false(http_header_hop_by_hop(end_to_end[i]));
 }

@@ -354,7 +354,7 @@ strip_cors_vary(char *value)
             t[--n] = '\0';
         if (!n || str_eq_ci(t, "origin") || strncasecmp(t, "access-control-request-", 23) == 0)
             continue;
-        buf_printf(&out, "%s%s", out.len ? ", " : "", t);
+        buf_cat(&out, out.len ? ", " : "", t, NULL);
     }
     strcpy(value, out.data ? out.data : ""); /* never longer than the input */
     buf_fini(&out);

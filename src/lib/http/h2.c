@@ -27,6 +27,10 @@
 
 /* Concurrent streams a client may open on one connection (browsers use about 100). */
 #define H2_MAX_STREAMS 256
+/* HPACK's default table (RFC 7541): a browser's or h2load's repeated header fields, a session
+ * cookie or token of a kilobyte among them, are sent as an index instead of decoded again on
+ * every request (at 512 bytes, the tunnel's size, a token never fit). */
+#define H2_HEADER_TABLE 4096
 
 struct h2_conn {
     struct http_server *srv;
@@ -359,7 +363,7 @@ on_request(struct tunnel_conn *tc, struct tunnel_stream *ts, const char *method,
     buf_init(&cookie);
     for (size_t i = 0; i < nh; i++) {
         if (strcmp(h[i].name, "cookie") == 0) {
-            buf_printf(&cookie, "%s%s", cookie.len ? "; " : "", h[i].value);
+            buf_cat(&cookie, cookie.len ? "; " : "", h[i].value, NULL);
             continue;
         }
         has_host |= strcmp(h[i].name, "host") == 0;
@@ -410,7 +414,8 @@ h2_conn_start(struct http_server *s, struct net_stream *st, const char *remote_i
     struct buf early;
     buf_init(&early);
     buf_append(&early, data, n);
-    const struct tunnel_opts o = {.max_streams = H2_MAX_STREAMS, .untrusted_peer = true};
+    const struct tunnel_opts o = {
+        .max_streams = H2_MAX_STREAMS, .header_table = H2_HEADER_TABLE, .untrusted_peer = true};
     hc->tc = tunnel_conn_new(s->loop, st, TUNNEL_SERVER, &o, &early, &conn_cbs, hc);
     buf_fini(&early);
     if (s->shutting_down)

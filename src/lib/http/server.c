@@ -395,12 +395,12 @@ serialize_response(struct http_exchange *ex, struct buf *out)
     else
         buf_printf(out, "HTTP/1.1 %d status code %d\r\n", ex->status, ex->status); /* as Go */
     for (size_t i = 0; i < ex->nrheaders; i++)
-        buf_printf(out, "%s: %s\r\n", ex->rheaders[i].name, ex->rheaders[i].value);
+        buf_cat(out, ex->rheaders[i].name, ": ", ex->rheaders[i].value, "\r\n", NULL);
     if (!no_body)
         buf_printf(out, "Content-Length: %zu\r\n", ex->rbody.len);
     char date[64];
     time_format_http(time(NULL), date, sizeof(date));
-    buf_printf(out, "Date: %s\r\n", date);
+    buf_cat(out, "Date: ", date, "\r\n", NULL);
     if (ex->close_after)
         buf_puts(out, "Connection: close\r\n");
     buf_puts(out, "\r\n");

@@ -356,7 +356,8 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, TUNNEL_MAX_HEADER_LIST);
-    nghttp2_option_set_max_deflate_dynamic_table_size(opt, TUNNEL_HEADER_TABLE);
+    uint32_t ht = o && o->header_table ? o->header_table : TUNNEL_HEADER_TABLE;
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, ht);
     if (!(o && o->untrusted_peer))
         nghttp2_option_set_stream_reset_rate_limit(opt, 100000, 10000);
     int rc = role == TUNNEL_CLIENT ? nghttp2_session_client_new3(&t->s, cb, t, opt, h2mem())
@@ -371,7 +372,7 @@ tunnel_new(enum tunnel_role role, const struct tunnel_opts *o, const struct tunn
     nghttp2_settings_entry iv[5];
     size_t n = 0;
     iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, sw};
-    iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, TUNNEL_HEADER_TABLE};
+    iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, ht};
     iv[n++] =
         (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, TUNNEL_MAX_HEADER_LIST};
     if (role == TUNNEL_CLIENT)

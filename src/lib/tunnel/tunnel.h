@@ -82,6 +82,7 @@ struct tunnel_opts {
     uint32_t stream_window; /* 0 = TUNNEL_STREAM_WINDOW */
     uint32_t conn_window;   /* 0 = TUNNEL_CONN_WINDOW */
     uint32_t max_streams;   /* server side: concurrent streams the client may open */
+    uint32_t header_table;  /* HPACK dynamic table each way; 0 = TUNNEL_HEADER_TABLE */
     /* Server side: the client is anyone (HTTP/2 from browsers), so nghttp2's RST_STREAM flood
      * limit stays at its default; a tunnel peer is authenticated and cancels requests as its
      * users come and go, so it gets a far larger one. */
