@@ -27,6 +27,10 @@ from control_plane import free_port
 HELLO = b"hello, world\n"
 
 
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 class Procs:
     """Everything the benchmark starts, stopped by PID at the end."""
 
@@ -34,6 +38,8 @@ class Procs:
         self.tmp = tmp
         self.procs = []
         self.cleanup = []  # directories removed at the end
+        # A benchmark stopped with SIGTERM (or Ctrl-C) still runs its `finally: stop_all()`.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
 
     def start(self, name, args, env=None):
         out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
