@@ -59,6 +59,7 @@ struct wreq {
     uv_write_t req;
     struct net_stream *s;
     size_t len;
+    char *owned; /* the buffer the write points into (send_owned), or NULL: data follows */
     char data[];
 };
 
@@ -267,6 +268,7 @@ on_written(uv_write_t *req, int status)
     struct wreq *w = (struct wreq *)req;
     struct net_stream *s = w->s;
     s->inflight -= w->len;
+    free(w->owned);
     free(w);
     if (s->closing)
         return;
@@ -303,6 +305,7 @@ send_raw(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
     struct wreq *w = xmalloc(sizeof(*w) + n);
     w->s = s;
     w->len = n;
+    w->owned = NULL;
     size_t o = 0;
     for (size_t i = 0; i < nbufs; i++) {
         size_t len = bufs[i].len, off = 0;
@@ -325,16 +328,50 @@ send_raw(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
     s->inflight += n;
 }
 
+/* Sends a buffer the stream may keep: what the socket does not take at once is queued where it
+ * is, the buffer's memory going with the write (b is left empty), instead of being copied. */
+static void
+send_owned(struct net_stream *s, struct buf *b)
+{
+    if (b->len == 0 || s->closing)
+        return;
+    size_t skip = 0;
+    if (s->inflight == 0) {
+        uv_buf_t all = uv_buf_init(b->data, (unsigned)b->len);
+        int r = uv_try_write((uv_stream_t *)s->tcp, &all, 1);
+        if (r > 0) {
+            skip = (size_t)r;
+        } else if (r < 0 && r != UV_EAGAIN) {
+            stream_fail(s, "write: %s", uv_strerror(r));
+            return;
+        }
+        if (skip == b->len)
+            return;
+    }
+    struct wreq *w = xmalloc(sizeof(*w));
+    w->s = s;
+    w->len = b->len - skip;
+    w->owned = b->data;
+    uv_buf_t rest = uv_buf_init(b->data + skip, (unsigned)w->len);
+    buf_init(b);
+    int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &rest, 1, on_written);
+    if (r < 0) {
+        free(w->owned);
+        free(w);
+        stream_fail(s, "write: %s", uv_strerror(r));
+        return;
+    }
+    s->inflight += w->len;
+}
+
 static void
 flush_tls(struct net_stream *s)
 {
-    /* One scratch buffer per loop thread: send_raw copies what the socket did not take. */
+    /* One scratch buffer per loop thread, given the session's ciphertext without a copy. */
     static _Thread_local struct buf out;
     buf_reset(&out);
-    if (tls_session_take_output(s->tls, &out) > 0) {
-        uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
-        send_raw(s, &b, 1);
-    }
+    if (tls_session_take_output(s->tls, &out) > 0)
+        send_owned(s, &out);
 }
 
 static int send_plain(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs);
