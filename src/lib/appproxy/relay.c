@@ -365,8 +365,11 @@ u_flush_header(struct relay *r)
 {
     if (!r->in_value)
         return;
-    char *name = xstrndup(r->field.data ? r->field.data : "", r->field.len);
-    char *value = xstrndup(r->value.data ? r->value.data : "", r->value.len);
+    /* The parser's buffers are NUL-terminated: used in place (the exchange copies what it keeps).
+     */
+    char none[2][1] = {"", ""}; /* a buffer nothing was appended to has no data yet */
+    char *name = r->field.data ? r->field.data : none[0];
+    char *value = r->value.data ? r->value.data : none[1];
     /* Hop-by-hop headers are ours to set; CORS is the deployment's, not the app's, so Vary
      * loses what only CORS varies on (as Coder's proxy does). */
     bool vary = str_eq_ci(name, "vary");
@@ -375,8 +378,6 @@ u_flush_header(struct relay *r)
     if (!http_header_hop_by_hop(name) && strncasecmp(name, "access-control-", 15) != 0 &&
         (!vary || *value) && r->ex->nrheaders < MAX_UPSTREAM_HEADERS)
         http_exchange_header(r->ex, name, value);
-    free(name);
-    free(value);
     buf_reset(&r->field);
     buf_reset(&r->value);
     r->in_value = false;
