@@ -190,8 +190,20 @@ test_keepalive_and_params(void **state)
     send_all(fd, req, strlen(req));
     char *r2 = read_responses(fd, 1);
     assert_non_null(strstr(r2, "HTTP/1.1 200 OK"));
+    /* Many headers (the table grows past its first 8, 16, 32): the last one is still read. */
+    struct buf many;
+    buf_init(&many);
+    buf_puts(&many, "GET /items/c HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 40; i++)
+        buf_printf(&many, "X-H%d: %d\r\n", i, i);
+    buf_puts(&many, "Cookie: session=last\r\n\r\n");
+    send_all(fd, many.data, many.len);
+    char *r3 = read_responses(fd, 1);
+    assert_non_null(strstr(r3, "GET /items/c q=- cookie=last"));
+    buf_fini(&many);
     free(r1);
     free(r2);
+    free(r3);
     close(fd);
 }
 

@@ -633,8 +633,10 @@ on_header_value_complete(llhttp_t *p)
         return fail_request(c, 400, "Invalid header name.");
     if (ex->req.nheaders >= c->srv->o.max_headers)
         return fail_request(c, 431, "Too many request headers.");
-    ex->req.headers =
-        xrealloc(ex->req.headers, (ex->req.nheaders + 1) * sizeof(struct http_header));
+    /* Room for 8, then doubled (the array is only appended to here while parsing). */
+    size_t n = ex->req.nheaders;
+    if (n == 0 || (n >= 8 && (n & (n - 1)) == 0))
+        ex->req.headers = xrealloc(ex->req.headers, (n ? 2 * n : 8) * sizeof(struct http_header));
     ex->req.headers[ex->req.nheaders].name = buf_steal(&c->field);
     /* Optional whitespace around values is not part of them (RFC 9110 5.5). */
     ex->req.headers[ex->req.nheaders].value = str_trim_dup(c->value.data ? c->value.data : "");
