@@ -6,11 +6,16 @@
 #include "base/util.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_CHUNK (64u << 10)
+/* One socket read: a tunnel read fans out to its streams' clients, and each gets one write per
+ * read (batching), so larger reads make fewer, larger writes (256 KiB: 8-stream downloads +7 %
+ * over 64 KiB here). One buffer per loop thread (on_alloc); pages no read reached stay untouched.
+ */
+#define READ_CHUNK (256u << 10)
 #define DEFAULT_TIMEOUT_MS 10000
 #define TLS_RECORD_MAX (16u << 10) /* the most plaintext one TLS record carries */
 
@@ -506,14 +511,30 @@ become_ready(struct net_stream *s)
 
 /* ---- reading ---- */
 
+static pthread_key_t chunk_key;
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+
+static void
+chunk_key_make(void)
+{
+    pthread_key_create(&chunk_key, free);
+}
+
 static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     (void)h;
     (void)suggested;
-    /* One buffer per loop thread: data is delivered (or decrypted) before the next read. */
-    static _Thread_local char chunk[READ_CHUNK];
-    *b = uv_buf_init(chunk, sizeof(chunk));
+    /* One buffer per loop thread: data is delivered (or decrypted) before the next read. It is
+     * allocated, not thread-local storage: glibc clears a thread's TLS block when the thread
+     * starts, which would make every thread (the store's, libuv's pool) resident with it. */
+    static _Thread_local char *chunk;
+    if (!chunk) {
+        pthread_once(&chunk_once, chunk_key_make);
+        chunk = xmalloc(READ_CHUNK);
+        pthread_setspecific(chunk_key, chunk); /* freed when its thread ends */
+    }
+    *b = uv_buf_init(chunk, READ_CHUNK);
 }
 
 static void
@@ -535,7 +556,7 @@ deliver_eof(struct net_stream *s)
 static void
 pump_tls(struct net_stream *s)
 {
-    static _Thread_local char plain[READ_CHUNK];
+    static _Thread_local char plain[TLS_RECORD_MAX]; /* SSL_read gives one record at a time */
     /* The handshake goes on while paused; application data waits. */
     while (!s->closing) {
         if (s->ready && s->paused) {
