@@ -285,28 +285,49 @@ on_written(uv_write_t *req, int status)
     maybe_shutdown(s);
 }
 
+/* Writes what the socket takes at once, when nothing is queued ahead: the byte count, or -1
+ * after failing the stream. */
+static ssize_t
+try_socket(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
+{
+    if (s->inflight > 0)
+        return 0;
+    int r = uv_try_write((uv_stream_t *)s->tcp, bufs, (unsigned)nbufs);
+    if (r >= 0 || r == UV_EAGAIN)
+        return r > 0 ? r : 0;
+    stream_fail(s, "write: %s", uv_strerror(r));
+    return -1;
+}
+
+/* Queues w, whose w->len bytes start at base, behind what is in flight. */
+static void
+queue_write(struct net_stream *s, struct wreq *w, char *base)
+{
+    uv_buf_t b = uv_buf_init(base, (unsigned)w->len);
+    int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &b, 1, on_written);
+    if (r < 0) {
+        free(w->owned);
+        free(w);
+        stream_fail(s, "write: %s", uv_strerror(r));
+        return;
+    }
+    s->inflight += w->len;
+}
+
 /* Sends bytes on the socket: directly as far as it takes them (one syscall for all the
  * pieces), the rest queued in one copy. */
 static void
 send_raw(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
 {
-    size_t total = 0, skip = 0;
+    size_t total = 0;
     for (size_t i = 0; i < nbufs; i++)
         total += bufs[i].len;
     if (total == 0 || s->closing)
         return;
-    if (s->inflight == 0) {
-        int r = uv_try_write((uv_stream_t *)s->tcp, bufs, (unsigned)nbufs);
-        if (r > 0) {
-            skip = (size_t)r;
-        } else if (r < 0 && r != UV_EAGAIN) {
-            stream_fail(s, "write: %s", uv_strerror(r));
-            return;
-        }
-        if (skip == total)
-            return;
-    }
-    size_t n = total - skip;
+    ssize_t took = try_socket(s, bufs, nbufs);
+    if (took < 0 || (size_t)took == total)
+        return;
+    size_t skip = (size_t)took, n = total - skip;
     struct wreq *w = xmalloc(sizeof(*w) + n);
     w->s = s;
     w->len = n;
@@ -323,14 +344,7 @@ send_raw(struct net_stream *s, const uv_buf_t *bufs, size_t nbufs)
         memcpy(w->data + o, bufs[i].base + off, len - off);
         o += len - off;
     }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-    int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &b, 1, on_written);
-    if (r < 0) {
-        free(w);
-        stream_fail(s, "write: %s", uv_strerror(r));
-        return;
-    }
-    s->inflight += n;
+    queue_write(s, w, w->data);
 }
 
 /* Sends a buffer the stream may keep: what the socket does not take at once is queued where it
@@ -340,33 +354,16 @@ send_owned(struct net_stream *s, struct buf *b)
 {
     if (b->len == 0 || s->closing)
         return;
-    size_t skip = 0;
-    if (s->inflight == 0) {
-        uv_buf_t all = uv_buf_init(b->data, (unsigned)b->len);
-        int r = uv_try_write((uv_stream_t *)s->tcp, &all, 1);
-        if (r > 0) {
-            skip = (size_t)r;
-        } else if (r < 0 && r != UV_EAGAIN) {
-            stream_fail(s, "write: %s", uv_strerror(r));
-            return;
-        }
-        if (skip == b->len)
-            return;
-    }
+    uv_buf_t all = uv_buf_init(b->data, (unsigned)b->len);
+    ssize_t took = try_socket(s, &all, 1);
+    if (took < 0 || (size_t)took == b->len)
+        return;
     struct wreq *w = xmalloc(sizeof(*w));
     w->s = s;
-    w->len = b->len - skip;
+    w->len = b->len - (size_t)took;
     w->owned = b->data;
-    uv_buf_t rest = uv_buf_init(b->data + skip, (unsigned)w->len);
     buf_init(b);
-    int r = uv_write(&w->req, (uv_stream_t *)s->tcp, &rest, 1, on_written);
-    if (r < 0) {
-        free(w->owned);
-        free(w);
-        stream_fail(s, "write: %s", uv_strerror(r));
-        return;
-    }
-    s->inflight += w->len;
+    queue_write(s, w, w->owned + took);
 }
 
 static void
