@@ -384,16 +384,30 @@ conn_send(struct http_conn *c, const char *data, size_t n, bool close_after)
     }
 }
 
+/* "HTTP/1.1 206 Partial Content\r\n"; a code without a reason phrase reads "status code 299",
+ * as Go writes it. */
+static void
+put_status_line(struct buf *out, int status)
+{
+    char code[16];
+    if (status >= 100 && status <= 999) { /* three digits, as llhttp parses an app's status */
+        code[0] = (char)('0' + status / 100);
+        code[1] = (char)('0' + status / 10 % 10);
+        code[2] = (char)('0' + status % 10);
+        code[3] = '\0';
+    } else {
+        snprintf(code, sizeof(code), "%d", status);
+    }
+    const char *text = http_status_text(status);
+    buf_cat(out, "HTTP/1.1 ", code, text ? " " : " status code ", text ? text : code, "\r\n", NULL);
+}
+
 static void
 serialize_response(struct http_exchange *ex, struct buf *out)
 {
     bool head = ex->req.method && strcmp(ex->req.method, "HEAD") == 0;
     bool no_body = ex->status == 204 || ex->status == 304 || ex->status < 200;
-    const char *text = http_status_text(ex->status);
-    if (text)
-        buf_printf(out, "HTTP/1.1 %d %s\r\n", ex->status, text);
-    else
-        buf_printf(out, "HTTP/1.1 %d status code %d\r\n", ex->status, ex->status); /* as Go */
+    put_status_line(out, ex->status);
     for (size_t i = 0; i < ex->nrheaders; i++)
         buf_cat(out, ex->rheaders[i].name, ": ", ex->rheaders[i].value, "\r\n", NULL);
     if (!no_body)
@@ -1327,18 +1341,7 @@ http_exchange_begin(struct http_exchange *ex, int status)
         ex->close_after = true;
     struct buf out;
     buf_init(&out);
-    char code[16];
-    if (status >= 100 && status <= 999) { /* three digits, as llhttp parses an app's status */
-        code[0] = (char)('0' + status / 100);
-        code[1] = (char)('0' + status / 10 % 10);
-        code[2] = (char)('0' + status % 10);
-        code[3] = '\0';
-    } else {
-        snprintf(code, sizeof(code), "%d", status);
-    }
-    const char *text = http_status_text(status);
-    buf_cat(&out, "HTTP/1.1 ", code, text ? " " : " status code ", text ? text : code, "\r\n",
-            NULL);
+    put_status_line(&out, status);
     for (size_t i = 0; i < ex->nrheaders; i++)
         buf_cat(&out, ex->rheaders[i].name, ": ", ex->rheaders[i].value, "\r\n", NULL);
     if (!no_body && !http_exchange_has_header(ex, "Content-Length")) {
