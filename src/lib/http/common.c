@@ -108,14 +108,22 @@ http_common_cors(struct http_exchange *ex, const char *trusted_url)
 bool
 http_header_hop_by_hop(const char *name)
 {
-    static const char *const hop[] = {
-        "connection", "keep-alive", "proxy-connection",    "transfer-encoding", "upgrade",
-        "te",         "trailer",    "proxy-authorization", "proxy-authenticate"};
+    /* clang-format off */
+#define HOP(s) {s, sizeof(s) - 1}
+    /* clang-format on */
+    static const struct {
+        const char *name;
+        size_t len;
+    } hop[] = {HOP("connection"),        HOP("keep-alive"),
+               HOP("proxy-connection"),  HOP("transfer-encoding"),
+               HOP("upgrade"),           HOP("te"),
+               HOP("trailer"),           HOP("proxy-authorization"),
+               HOP("proxy-authenticate")};
+#undef HOP
     /* Every relayed header comes through here: compare only the names of the same length. */
-    static const unsigned char len[] = {10, 10, 16, 17, 7, 2, 7, 19, 18};
     size_t n = strlen(name);
     for (size_t i = 0; i < ARRAY_LEN(hop); i++) {
-        if (n == len[i] && strncasecmp(name, hop[i], n) == 0)
+        if (n == hop[i].len && strncasecmp(name, hop[i].name, n) == 0)
             return true;
     }
     return false;
