@@ -365,11 +365,11 @@ u_flush_header(struct relay *r)
 {
     if (!r->in_value)
         return;
-    /* The parser's buffers are NUL-terminated: used in place (the exchange copies what it keeps).
-     */
-    char none[2][1] = {"", ""}; /* a buffer nothing was appended to has no data yet */
-    char *name = r->field.data ? r->field.data : none[0];
-    char *value = r->value.data ? r->value.data : none[1];
+    /* The parser's buffers are NUL-terminated: used in place (the exchange copies what it keeps;
+     * an empty value has no buffer yet). */
+    char empty[1] = "";
+    const char *name = r->field.data ? r->field.data : "";
+    char *value = r->value.data ? r->value.data : empty; /* strip_cors_vary edits it */
     /* Hop-by-hop headers are ours to set; CORS is the deployment's, not the app's, so Vary
      * loses what only CORS varies on (as Coder's proxy does). */
     bool vary = str_eq_ci(name, "vary");
