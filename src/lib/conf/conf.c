@@ -477,6 +477,22 @@ yaml_apply(const struct conf_opt *o, yaml_document_t *doc, yaml_node_t *n,
     return -1;
 }
 
+/* What a dotted YAML key names: an option (1), a group of options (2), or nothing (0). */
+static int
+yaml_key_kind(const struct conf_cmd *cmd, const char *key)
+{
+    size_t len = strlen(key);
+    int kind = 0;
+    for (size_t i = 0; i < cmd->nopts; i++) {
+        const char *y = cmd->opts[i].yaml;
+        if (y && strcmp(y, key) == 0)
+            return 1;
+        if (y && strncmp(y, key, len) == 0 && y[len] == '.')
+            kind = 2;
+    }
+    return kind;
+}
+
 /* The error for the first key under mapping node n (at dotted path prefix) that is neither an
  * option nor a group of options, as Coder's serpent refuses them: a misspelt key must not be
  * ignored. The walk descends only into groups, so its depth is that of the option names. */
@@ -489,42 +505,25 @@ yaml_unknown_key(const struct conf_cmd *cmd, yaml_document_t *doc, yaml_node_t *
         yaml_node_t *v = yaml_document_get_node(doc, p->value);
         if (!k || !v)
             continue;
+        const char *dot = *prefix ? "." : "";
         char *key = k->type == YAML_SCALAR_NODE
-                        ? xasprintf("%s%s%.*s", prefix, *prefix ? "." : "",
-                                    (int)k->data.scalar.length, (const char *)k->data.scalar.value)
-                        : xasprintf("%s%s(a %s key)", prefix, *prefix ? "." : "",
+                        ? xasprintf("%s%s%.*s", prefix, dot, (int)k->data.scalar.length,
+                                    (const char *)k->data.scalar.value)
+                        : xasprintf("%s%s(a %s key)", prefix, dot,
                                     k->type == YAML_MAPPING_NODE ? "mapping" : "list");
-        size_t len = strlen(key);
-        bool option = false, group = false;
-        for (size_t i = 0; i < cmd->nopts && k->type == YAML_SCALAR_NODE; i++) {
-            const char *y = cmd->opts[i].yaml;
-            if (!y)
-                continue;
-            if (strcmp(y, key) == 0)
-                option = true;
-            else if (strncmp(y, key, len) == 0 && y[len] == '.')
-                group = true;
-        }
-        if (option)
-            goto next;
-        if (group && v->type == YAML_MAPPING_NODE) {
-            char *deeper = yaml_unknown_key(cmd, doc, v, key, file);
-            if (deeper) {
-                free(key);
-                return deeper;
-            }
-            goto next;
-        }
-        if (group && yaml_is_null(v))
-            goto next; /* an empty group */
-        char *e = group ? xasprintf("invalid value for %s in config file \"%s\": must be a "
-                                    "mapping of options",
-                                    key, file)
-                        : xasprintf("config file \"%s\": unknown option \"%s\"", file, key);
+        int kind = k->type == YAML_SCALAR_NODE ? yaml_key_kind(cmd, key) : 0;
+        char *e = NULL;
+        if (kind == 0)
+            e = xasprintf("config file \"%s\": unknown option \"%s\"", file, key);
+        else if (kind == 2 && v->type == YAML_MAPPING_NODE)
+            e = yaml_unknown_key(cmd, doc, v, key, file);
+        else if (kind == 2 && !yaml_is_null(v)) /* an empty group is no error */
+            e = xasprintf("invalid value for %s in config file \"%s\": must be a mapping of "
+                          "options",
+                          key, file);
         free(key);
-        return e;
-    next:
-        free(key);
+        if (e)
+            return e;
     }
     return NULL;
 }
